@@ -101,7 +101,7 @@ EOF
     # The C++ standard: mmcv hard-codes -std=c++17, newer torch headers refuse it. Probe the
     # installed torch's headers with the compiler, from c++17 upwards.
     CXX_BIN="${CXX:-c++}"
-    inc="$("$PY" -c 'from torch.utils.cpp_extension import include_paths; print(" ".join("-I"+p for p in include_paths()))')"
+    inc="$("$PY" -c 'import sysconfig; from torch.utils.cpp_extension import include_paths; print(" ".join("-I" + p for p in include_paths() + [sysconfig.get_paths()["include"]]))' 2>/dev/null)"
     std=""
     for s in 17 20 23; do
       if echo '#include <torch/extension.h>
