@@ -1,1 +1,11 @@
-"""backbones package."""
+"""Task-agnostic InternViT model code (no mmseg/mmdet imports).
+
+Importing this package registers every module in mmengine's root ``MODELS`` registry.
+"""
+from .checkpoint import convert_to_internvit, detect_layout, load_pretrained, read_state_dict
+from .intern_vit import ARCH_PRESETS, InternViT, count_parameters
+
+__all__ = ['InternViT', 'ARCH_PRESETS', 'count_parameters', 'convert_to_internvit',
+           'detect_layout', 'load_pretrained', 'read_state_dict']
+from .layer_decay import InternViTLayerDecayOptimizerConstructor  # noqa: E402,F401
+from .pyramid import SimpleFeaturePyramid  # noqa: E402,F401

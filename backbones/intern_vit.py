@@ -1,0 +1,277 @@
+"""InternViT backbone (InternViT-6B and InternViT-300M) for dense prediction.
+
+Registered once in mmengine's root ``MODELS`` registry, so that ``mmseg.registry.MODELS`` and
+``mmdet.registry.MODELS`` (its children) both resolve ``type='InternViT'``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from torch.utils.checkpoint import checkpoint
+
+from .layers import Block, PatchEmbed
+
+ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'mlp_ratio', 'norm_type', 'qk_norm',
+             'qkv_bias', 'layer_scale_init')
+
+# InternViT-6B: 3200 wide, 25 heads, MLP 12800, RMSNorm, QK-norm, LayerScale, no qkv bias.
+_6B = dict(embed_dims=3200, num_layers=48, num_heads=25, mlp_ratio=4.0, norm_type='rms_norm',
+           qk_norm=True, qkv_bias=False, layer_scale_init=0.1)
+ARCH_PRESETS: Dict[str, dict] = {
+    '6b': _6B,  # the 224px release (InternViT-6B-224px)
+    '6b-448px': dict(_6B, num_layers=45),  # V1.0 / V1.2 / V1.5 / V2.5 448px releases
+    # InternViT-300M-448px (timm's vit_intern300m_patch14_448)
+    '300m': dict(embed_dims=1024, num_layers=24, num_heads=16, mlp_ratio=4.0,
+                 norm_type='layer_norm', qk_norm=False, qkv_bias=True, layer_scale_init=0.1),
+}
+PRESET_PRETRAIN_SIZE = {'6b': 224, '6b-448px': 448, '300m': 448}
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """Return the full arch dict for a preset name or a (possibly partial-free) custom dict."""
+    if isinstance(arch, str):
+        if arch not in ARCH_PRESETS:
+            raise ValueError(f'Unknown InternViT arch {arch!r}; presets: {sorted(ARCH_PRESETS)}')
+        return dict(ARCH_PRESETS[arch])
+    if not isinstance(arch, dict):
+        raise TypeError(f'arch must be a preset name or a dict, got {type(arch).__name__}')
+    missing = [k for k in ARCH_KEYS if k not in arch]
+    unknown = [k for k in arch if k not in ARCH_KEYS]
+    if missing or unknown:
+        raise ValueError(f'InternViT arch dict: missing keys {missing}, unknown keys {unknown}; '
+                         f'expected exactly {list(ARCH_KEYS)}')
+    arch = dict(arch)
+    if arch['embed_dims'] % arch['num_heads']:
+        raise ValueError(f"InternViT arch: embed_dims={arch['embed_dims']} is not divisible by "
+                         f"num_heads={arch['num_heads']}")
+    return arch
+
+
+def resample_abs_pos_embed(pos_embed: torch.Tensor, new_hw: Tuple[int, int],
+                           old_hw: Optional[Tuple[int, int]] = None,
+                           num_prefix_tokens: int = 1, antialias: bool = False) -> torch.Tensor:
+    """Bicubic resampling (align_corners=False) of (1, prefix + h*w, C) position embeddings.
+
+    ``antialias=False`` is what the InternVL reference, its Hugging Face model and transformers
+    do. timm resamples with ``antialias=True``, which in PyTorch also changes the bicubic kernel
+    when enlarging (up to 0.3 absolute on unit-variance inputs), so it is a separate switch.
+    """
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    if old_hw is None:
+        side = int(round(grid.shape[1] ** 0.5))
+        old_hw = (side, side)
+    if tuple(old_hw) == tuple(new_hw):
+        return pos_embed
+    C = grid.shape[-1]
+    dtype = grid.dtype
+    grid = grid.float().reshape(1, old_hw[0], old_hw[1], C).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_hw, mode='bicubic', align_corners=False,
+                         antialias=antialias)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_hw[0] * new_hw[1], C).to(dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+@MODELS.register_module()
+class InternViT(BaseModule):
+    """InternViT, the vision encoder of InternVL, as a dense-prediction backbone.
+
+    Args:
+        arch (str | dict): ``'6b'`` (48 blocks, 224px release), ``'6b-448px'`` (45 blocks, the
+            448px releases), ``'300m'``, or a dict with exactly the keys ``embed_dims,
+            num_layers, num_heads, mlp_ratio, norm_type ('rms_norm'|'layer_norm'), qk_norm,
+            qkv_bias, layer_scale_init (float or None)``.
+        img_size (int | tuple[int, int]): Nominal training crop; only used for bookkeeping,
+            any input size is accepted.
+        patch_size (int): Patch size of the stem (14 for every published weight).
+        pretrain_size (int, optional): Image size the position embeddings were trained at; the
+            embeddings are resampled (bicubic) from this grid to each input's grid. Defaults to
+            the preset's release size, or ``img_size`` for a custom arch.
+        out_indices (Sequence[int] | int): Blocks (0-based; negative counts from the end) whose
+            outputs are returned.
+        drop_path_rate (float): Stochastic depth, linearly increasing over the blocks.
+        with_cp (bool): Activation checkpointing per block during training.
+        attn_impl (str): ``'sdpa'`` (default), ``'flash_attn'`` or ``'naive'``.
+        frozen (bool): Freeze every parameter (linear probing / head tuning) and keep the
+            backbone in eval mode.
+        frozen_dtype (str, optional): With ``frozen=True``, hold the frozen weights in this dtype
+            (``'bfloat16'``) to halve their memory, as the reference does for a frozen 6B
+            backbone. Outputs stay float32.
+        norm_eps (float): Epsilon of every norm (1e-6 in all releases).
+        pos_embed_antialias (bool): Resample position embeddings as timm does (antialiased
+            bicubic) instead of as InternVL / transformers do. Only for weights fine-tuned in
+            timm at dynamic sizes.
+        in_channels (int): Input channels.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` with PATH in any
+            supported layout (see ``backbones.checkpoint``); add ``strict=False`` to only warn
+            about missing/unexpected keys.
+
+    Forward:
+        x (Tensor): (B, in_channels, H, W), any H and W (padded to a multiple of the patch).
+        Returns a tuple of float32 (B, embed_dims, ceil(H/p), ceil(W/p)) maps, one per
+        ``out_indices`` entry, cls token removed.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = '6b',
+                 img_size: Union[int, Tuple[int, int]] = 224,
+                 patch_size: int = 14,
+                 pretrain_size: Optional[int] = None,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 drop_path_rate: float = 0.0,
+                 with_cp: bool = False,
+                 attn_impl: str = 'sdpa',
+                 frozen: bool = False,
+                 frozen_dtype: Optional[str] = None,
+                 norm_eps: float = 1e-6,
+                 pos_embed_antialias: bool = False,
+                 in_channels: int = 3,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=None)
+        # Pretrained loading is ours (see init_weights): mmengine's PretrainedInit would call
+        # torch.load and load non-strictly, throwing the mismatch report away.
+        self._init_cfg = copy.deepcopy(init_cfg)
+        if init_cfg is not None and init_cfg.get('type') != 'Pretrained':
+            raise ValueError(f"InternViT init_cfg supports type='Pretrained' only, got {init_cfg}")
+        self.arch_settings = resolve_arch(arch)
+        a = self.arch_settings
+        self.embed_dims = a['embed_dims']
+        self.num_layers = a['num_layers']
+        self.patch_size = patch_size
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if min(self.img_size) < patch_size:
+            raise ValueError(f'img_size {self.img_size} is smaller than patch_size {patch_size}')
+        if pretrain_size is None:
+            pretrain_size = PRESET_PRETRAIN_SIZE.get(arch, self.img_size[0]) \
+                if isinstance(arch, str) else self.img_size[0]
+        self.pretrain_size = pretrain_size
+        self.pretrain_grid = (pretrain_size // patch_size, pretrain_size // patch_size)
+
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        resolved = []
+        for i in out_indices:
+            j = i + self.num_layers if i < 0 else i
+            if not 0 <= j < self.num_layers:
+                raise ValueError(f'out_indices entry {i} is outside the depth of '
+                                 f'{self.num_layers} blocks (valid: 0..{self.num_layers - 1} '
+                                 f'or negative)')
+            resolved.append(j)
+        self.out_indices = tuple(resolved)
+        self.with_cp = with_cp
+        self.frozen = frozen
+        self.pos_embed_antialias = pos_embed_antialias
+
+        self.patch_embed = PatchEmbed(patch_size, in_channels, self.embed_dims)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + 1
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, self.embed_dims))
+        dpr = [drop_path_rate * i / max(self.num_layers - 1, 1) for i in range(self.num_layers)]
+        self.blocks = nn.ModuleList([
+            Block(self.embed_dims, a['num_heads'], a['mlp_ratio'], qkv_bias=a['qkv_bias'],
+                  qk_norm=a['qk_norm'], norm_type=a['norm_type'],
+                  layer_scale_init=a['layer_scale_init'], drop_path=dpr[i],
+                  attn_impl=attn_impl, norm_eps=norm_eps) for i in range(self.num_layers)
+        ])
+        # Blocks after the last requested output do not contribute: skip them at run time.
+        self._last_block = max(self.out_indices)
+
+        self.frozen_dtype = None
+        if frozen_dtype is not None:
+            if not frozen:
+                raise ValueError('frozen_dtype is only meaningful with frozen=True')
+            self.frozen_dtype = getattr(torch, frozen_dtype)
+        if frozen:
+            self._freeze()
+
+    # ------------------------------------------------------------------ freezing
+    def _freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad = False
+        self.eval()
+        if self.frozen_dtype is not None:
+            self.to(self.frozen_dtype)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            super().train(False)  # frozen: no drop path, deterministic features
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        # Keep frozen weights in frozen_dtype even when the runner casts the model (e.g. .float()).
+        out = super()._apply(fn, *args, **kwargs)
+        if getattr(self, 'frozen_dtype', None) is not None:
+            for p in self.parameters():
+                if p.is_floating_point() and p.dtype != self.frozen_dtype:
+                    p.data = p.data.to(self.frozen_dtype)
+        return out
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        if self._init_cfg is not None:
+            from .checkpoint import load_pretrained
+            cfg = self._init_cfg
+            load_pretrained(self, cfg['checkpoint'], strict=cfg.get('strict', True))
+            self._is_init = True
+            return
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self._is_init = True
+
+    # ------------------------------------------------------------------ forward
+    def get_pos_embed(self, hw: Tuple[int, int]) -> torch.Tensor:
+        """Position embeddings (1, 1 + h*w, C) for a token grid of size ``hw``."""
+        return resample_abs_pos_embed(self.pos_embed, hw, self.pretrain_grid,
+                                      antialias=self.pos_embed_antialias)
+
+    def prepare_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patchify, prepend the cls token and add position embeddings: (B, 1 + h*w, C)."""
+        dtype = self.patch_embed.proj.weight.dtype
+        x, hw = self.patch_embed(x.to(dtype))
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        return x + self.get_pos_embed(hw).to(x.dtype), hw
+
+    def run_block(self, idx: int, x: torch.Tensor) -> torch.Tensor:
+        block = self.blocks[idx]
+        if self.with_cp and self.training and x.requires_grad:
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
+
+    def tokens_to_map(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """(B, 1 + h*w, C) tokens -> float32 (B, C, h, w), cls token dropped."""
+        B, _, C = x.shape
+        return x[:, 1:].transpose(1, 2).reshape(B, C, hw[0], hw[1]).float()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x, hw = self.prepare_tokens(x)
+        outs = {}
+        for i in range(self._last_block + 1):
+            x = self.run_block(i, x)
+            if i in self.out_indices:
+                outs[i] = self.tokens_to_map(x, hw)
+        return tuple(outs[i] for i in self.out_indices)
+
+
+def count_parameters(arch: Union[str, dict] = '6b', **kwargs) -> int:
+    """Parameter count of an InternViT, built on the meta device (nothing is allocated)."""
+    with torch.device('meta'):
+        model = InternViT(arch=arch, **kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
+def log(msg: str, level: int = logging.INFO) -> None:
+    print_log(msg, logger='current', level=level)

@@ -1,0 +1,184 @@
+"""Building blocks of InternViT: RMSNorm, LayerScale, Attention, MLP, PatchEmbed, Block.
+
+Parameter names follow the original InternVL ``.pth`` layout (``blocks.N.attn.qkv``,
+``blocks.N.ls1.gamma``, ...), which is also timm's, so that those checkpoints load without
+renaming and the other published layouts are converted to it (see ``checkpoint.py``).
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath
+
+ATTN_IMPLS = ('sdpa', 'flash_attn', 'naive')
+
+
+def flash_attn_available() -> bool:
+    """Whether the ``flash_attn`` package can be imported (it needs CUDA at call time)."""
+    return importlib.util.find_spec('flash_attn') is not None
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32, as in InternViT and transformers.
+
+    Args:
+        dim (int): Normalised (last) dimension.
+        eps (float): Added to the mean square. InternViT uses 1e-6; 1e-5 already changes outputs
+            by a few 1e-6 relative.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f'{self.weight.shape[0]}, eps={self.eps}'
+
+
+def build_norm(norm_type: str, dim: int, eps: float = 1e-6) -> nn.Module:
+    if norm_type == 'rms_norm':
+        return RMSNorm(dim, eps=eps)
+    if norm_type == 'layer_norm':
+        return nn.LayerNorm(dim, eps=eps)
+    raise ValueError(f"norm_type must be 'rms_norm' or 'layer_norm', got {norm_type!r}")
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable residual scale (``gamma``)."""
+
+    def __init__(self, dim: int, init_values: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with optional QK-norm over the full width.
+
+    Unlike timm's per-head ``qk_norm``, InternViT normalises q and k across all heads together
+    (a norm of size ``dim``) before splitting them into heads.
+
+    Args:
+        dim (int): Token width.
+        num_heads (int): Number of heads; must divide ``dim``.
+        qkv_bias (bool): Bias in the fused qkv projection.
+        qk_norm (bool): Normalise q and k over the full width.
+        norm_type (str): ``'rms_norm'`` or ``'layer_norm'`` for the QK-norm.
+        attn_impl (str): ``'sdpa'`` (``F.scaled_dot_product_attention``; on CUDA it dispatches
+            to flash / memory-efficient kernels), ``'flash_attn'`` (the flash-attn package, used
+            for CUDA half-precision inputs; other inputs fall back to sdpa) or ``'naive'``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, qk_norm: bool = True,
+                 norm_type: str = 'rms_norm', attn_impl: str = 'sdpa',
+                 norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'embed_dims ({dim}) must be divisible by num_heads ({num_heads})')
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+        if attn_impl == 'flash_attn' and not flash_attn_available():
+            raise ImportError("attn_impl='flash_attn' was requested but the flash_attn package "
+                              "is not installed; `pip install flash-attn --no-build-isolation` "
+                              "on a CUDA machine, or use attn_impl='sdpa'")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.attn_impl = attn_impl
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.q_norm = build_norm(norm_type, dim, norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = build_norm(norm_type, dim, norm_eps) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, C) -> (B, N, C)."""
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
+        q, k = self.q_norm(q), self.k_norm(k)
+        impl = self.attn_impl
+        if impl == 'flash_attn' and not (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)):
+            impl = 'sdpa'  # flash-attn kernels exist only for CUDA half precision
+        if impl == 'flash_attn':
+            from flash_attn import flash_attn_func
+            shape = (B, N, self.num_heads, self.head_dim)
+            out = flash_attn_func(q.reshape(shape), k.reshape(shape), v.reshape(shape),
+                                  softmax_scale=self.scale)
+            return self.proj(out.reshape(B, N, C))
+        q, k, v = (t.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+                   for t in (q, k, v))
+        if impl == 'sdpa':
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            out = attn.softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU (exact) -> fc2."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided conv; pads H, W up to a multiple of the patch.
+
+    Returns tokens (B, Hp*Wp, C) and the grid size (Hp, Wp).
+    """
+
+    def __init__(self, patch_size: int = 14, in_chans: int = 3, embed_dim: int = 3200) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        H, W = x.shape[-2:]
+        p = self.patch_size
+        pad_h, pad_w = (-H) % p, (-W) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        return x.flatten(2).transpose(1, 2), hw
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with LayerScale and stochastic depth."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 qk_norm: bool = True, norm_type: str = 'rms_norm',
+                 layer_scale_init: Optional[float] = 0.1, drop_path: float = 0.0,
+                 attn_impl: str = 'sdpa', norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm1 = build_norm(norm_type, dim, norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm,
+                              norm_type=norm_type, attn_impl=attn_impl, norm_eps=norm_eps)
+        self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
+        self.norm2 = build_norm(norm_type, dim, norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
