@@ -108,6 +108,11 @@ class InternViT(BaseModule):
         pos_embed_antialias (bool): Resample position embeddings as timm does (antialiased
             bicubic) instead of as InternVL / transformers do. Only for weights fine-tuned in
             timm at dynamic sizes.
+        window_size (int, optional): Window attention (in tokens) for every block not listed in
+            ``global_indices``, for large detection inputs (ViTDet style). None: global
+            attention everywhere.
+        global_indices (Sequence[int]): Blocks that keep global attention when ``window_size``
+            is set (e.g. the last block of each quarter).
         in_channels (int): Input channels.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` with PATH in any
             supported layout (see ``backbones.checkpoint``); add ``strict=False`` to only warn
@@ -132,6 +137,8 @@ class InternViT(BaseModule):
                  frozen_dtype: Optional[str] = None,
                  norm_eps: float = 1e-6,
                  pos_embed_antialias: bool = False,
+                 window_size: Optional[int] = None,
+                 global_indices: Sequence[int] = (),
                  in_channels: int = 3,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=None)
@@ -178,7 +185,10 @@ class InternViT(BaseModule):
             Block(self.embed_dims, a['num_heads'], a['mlp_ratio'], qkv_bias=a['qkv_bias'],
                   qk_norm=a['qk_norm'], norm_type=a['norm_type'],
                   layer_scale_init=a['layer_scale_init'], drop_path=dpr[i],
-                  attn_impl=attn_impl, norm_eps=norm_eps) for i in range(self.num_layers)
+                  attn_impl=attn_impl, norm_eps=norm_eps,
+                  window_size=None if (window_size is None or i in global_indices
+                                       or i - self.num_layers in global_indices)
+                  else window_size) for i in range(self.num_layers)
         ])
         # Blocks after the last requested output do not contribute: skip them at run time.
         self._last_block = max(self.out_indices)
@@ -245,11 +255,13 @@ class InternViT(BaseModule):
         x = torch.cat([cls, x], dim=1)
         return x + self.get_pos_embed(hw).to(x.dtype), hw
 
-    def run_block(self, idx: int, x: torch.Tensor) -> torch.Tensor:
+    def run_block(self, idx: int, x: torch.Tensor,
+                  hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Block ``idx`` on (B, 1 + h*w, C) tokens; ``hw`` is the token grid (for windows)."""
         block = self.blocks[idx]
         if self.with_cp and self.training and x.requires_grad:
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+            return checkpoint(block, x, hw, use_reentrant=False)
+        return block(x, hw)
 
     def tokens_to_map(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         """(B, 1 + h*w, C) tokens -> float32 (B, C, h, w), cls token dropped."""
@@ -260,7 +272,7 @@ class InternViT(BaseModule):
         x, hw = self.prepare_tokens(x)
         outs = {}
         for i in range(self._last_block + 1):
-            x = self.run_block(i, x)
+            x = self.run_block(i, x, hw)
             if i in self.out_indices:
                 outs[i] = self.tokens_to_map(x, hw)
         return tuple(outs[i] for i in self.out_indices)

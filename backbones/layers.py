@@ -103,14 +103,17 @@ class Attention(nn.Module):
         self.k_norm = build_norm(norm_type, dim, norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, C) -> (B, N, C)."""
+    def forward(self, x: torch.Tensor,
+                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, N, C) -> (B, N, C). ``attn_mask``: bool, broadcastable to (B, heads, N, N),
+        True where a key takes part (used for padded windows)."""
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
         q, k = self.q_norm(q), self.k_norm(k)
         impl = self.attn_impl
-        if impl == 'flash_attn' and not (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)):
-            impl = 'sdpa'  # flash-attn kernels exist only for CUDA half precision
+        if impl == 'flash_attn' and (attn_mask is not None or not x.is_cuda
+                                     or x.dtype not in (torch.float16, torch.bfloat16)):
+            impl = 'sdpa'  # flash-attn kernels: CUDA half precision, no masks
         if impl == 'flash_attn':
             from flash_attn import flash_attn_func
             shape = (B, N, self.num_heads, self.head_dim)
@@ -120,9 +123,11 @@ class Attention(nn.Module):
         q, k, v = (t.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
                    for t in (q, k, v))
         if impl == 'sdpa':
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                attn = attn.masked_fill(~attn_mask, float('-inf'))
             out = attn.softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
@@ -162,14 +167,46 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2), hw
 
 
+def window_partition(x: torch.Tensor, hw: Tuple[int, int],
+                     ws: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """(B, h*w, C) patch tokens -> (B * nW, ws*ws, C) windows (zero padded), padded (H, W)."""
+    B, _, C = x.shape
+    h, w = hw
+    x = x.reshape(B, h, w, C)
+    ph, pw = (-h) % ws, (-w) % ws
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    H, W = h + ph, w + pw
+    x = x.reshape(B, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws * ws, C), (H, W)
+
+
+def window_unpartition(x: torch.Tensor, hw: Tuple[int, int], padded_hw: Tuple[int, int],
+                       ws: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, ws*ws, C) -> (B, h*w, C)."""
+    H, W = padded_hw
+    C = x.shape[-1]
+    B = x.shape[0] // ((H // ws) * (W // ws))
+    x = x.reshape(B, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+    return x[:, :hw[0], :hw[1]].reshape(B, hw[0] * hw[1], C)
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block with LayerScale and stochastic depth."""
+    """Pre-norm transformer block with LayerScale and stochastic depth.
+
+    With ``window_size`` set, attention runs inside non-overlapping windows of
+    ``window_size x window_size`` tokens (ViTDet-style, for 1024 px detection inputs); padded
+    tokens are masked out. The cls token joins every window and takes the mean of its
+    per-window outputs, so a single window covering the grid is exactly global attention.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  qk_norm: bool = True, norm_type: str = 'rms_norm',
                  layer_scale_init: Optional[float] = 0.1, drop_path: float = 0.0,
-                 attn_impl: str = 'sdpa', norm_eps: float = 1e-6) -> None:
+                 attn_impl: str = 'sdpa', norm_eps: float = 1e-6,
+                 window_size: Optional[int] = None) -> None:
         super().__init__()
+        self.window_size = window_size
         self.norm1 = build_norm(norm_type, dim, norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm,
                               norm_type=norm_type, attn_impl=attn_impl, norm_eps=norm_eps)
@@ -179,6 +216,25 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+    def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """x: (B, 1 + h*w, C) with the cls token first; ``hw`` is needed for windows."""
+        y = self.norm1(x)
+        y = self.window_attn(y, hw) if self.window_size and hw is not None else self.attn(y)
+        x = x + self.drop_path(self.ls1(y))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+    def window_attn(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        B, _, C = x.shape
+        ws = self.window_size
+        windows, padded = window_partition(x[:, 1:], hw, ws)
+        n_win = windows.shape[0] // B
+        seq = torch.cat([x[:, :1].repeat_interleave(n_win, dim=0), windows], dim=1)
+        mask = None
+        if padded != tuple(hw):
+            valid = torch.ones(1, hw[0] * hw[1], 1, device=x.device)
+            valid = window_partition(valid, hw, ws)[0][..., 0] > 0  # (nW, ws*ws)
+            valid = torch.cat([valid.new_ones(n_win, 1), valid], dim=1).repeat(B, 1)
+            mask = valid[:, None, None, :]
+        out = self.attn(seq, attn_mask=mask)
+        cls = out[:, :1].reshape(B, n_win, 1, C).mean(dim=1)
+        return torch.cat([cls, window_unpartition(out[:, 1:], hw, padded, ws)], dim=1)

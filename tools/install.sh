@@ -15,6 +15,9 @@
 #   4. mmengine / mmseg / mmdet / timm / fvcore (requirements/runtime.txt), test tools, and this
 #      repository in editable mode;
 #   5. a check that mmcv._ext loads and mmcv.ops.nms / MultiScaleDeformableAttention import.
+#
+# MMCV_REINSTALL=1 reinstalls mmcv even when a working one is there (from the wheel cache when
+# it holds a wheel for this key, else by building); MAX_JOBS bounds the compile jobs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,7 +72,7 @@ mmcv_ok() {
 }
 
 installed_mmcv="$("$PY" -c 'import importlib.metadata as m; print(m.version("mmcv"))' 2>/dev/null || true)"
-if [ "$installed_mmcv" = "$MMCV_VERSION" ] && mmcv_ok; then
+if [ "$installed_mmcv" = "$MMCV_VERSION" ] && [ "${MMCV_REINSTALL:-0}" != 1 ] && mmcv_ok; then
   log "mmcv $MMCV_VERSION with compiled ops already installed"
 else
   wheel="$(ls "$CACHE_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
