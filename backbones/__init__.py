@@ -9,3 +9,5 @@ __all__ = ['InternViT', 'ARCH_PRESETS', 'count_parameters', 'convert_to_internvi
            'detect_layout', 'load_pretrained', 'read_state_dict']
 from .layer_decay import InternViTLayerDecayOptimizerConstructor  # noqa: E402,F401
 from .pyramid import SimpleFeaturePyramid  # noqa: E402,F401
+from .adapter import InternViTAdapter  # noqa: E402,F401
+from .engine import AtomicLocalBackend, NonFiniteLossHook  # noqa: E402,F401
