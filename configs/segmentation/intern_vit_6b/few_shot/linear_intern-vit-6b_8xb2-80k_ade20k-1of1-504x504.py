@@ -1,0 +1,18 @@
+# Few-shot (InternVL reference, 1/1 of ADE20K train, 80k iterations: 57.2 mIoU): linear head on
+# block 47, backbone trained with drop path 0.4, layer-wise lr decay 0.95 over 48 blocks and
+# weight decay 0.05. The other fractions inherit this file. Sharded with FSDP (FlexibleRunner).
+_base_ = [
+    '../../../_base_/models/linear_intern_vit_6b.py',
+    '../../../_base_/datasets/ade20k_504x504.py',
+    '../../../_base_/default_runtime_fsdp.py',
+    '../../../_base_/schedules/schedule_80k.py',
+]
+model = dict(backbone=dict(frozen=False, out_indices=[47], drop_path_rate=0.4))
+# A deterministic subset of the training list: `subset_ratio` of it, drawn with `subset_seed`
+# (see segmentation/few_shot.py); the subsets of one seed are nested (1/16 in 1/8 in ...).
+train_dataloader = dict(
+    dataset=dict(type='FewShotADE20KDataset', subset_ratio=1.0, subset_seed=0))
+optim_wrapper = dict(
+    optimizer=dict(weight_decay=0.05),
+    constructor='InternViTLayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95))

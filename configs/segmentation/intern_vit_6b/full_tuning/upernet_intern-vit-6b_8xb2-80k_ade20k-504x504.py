@@ -1,0 +1,13 @@
+# Full tuning (InternVL reference: 58.9 mIoU): head tuning with a trainable backbone, drop path
+# 0.4 and layer-wise lr decay 0.95 over the 48 blocks. Sharded with FSDP (FlexibleRunner).
+_base_ = [
+    '../../../_base_/models/upernet_intern_vit_6b.py',
+    '../../../_base_/datasets/ade20k_504x504.py',
+    '../../../_base_/default_runtime_fsdp.py',
+    '../../../_base_/schedules/schedule_80k.py',
+]
+model = dict(backbone=dict(frozen=False, drop_path_rate=0.4))
+optim_wrapper = dict(
+    optimizer=dict(weight_decay=0.05),
+    constructor='InternViTLayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95))

@@ -1,0 +1,15 @@
+# Full tuning on COCO-Stuff-164K (171 classes); otherwise the ADE20K recipe.
+_base_ = [
+    '../../../_base_/models/upernet_intern_vit_6b.py',
+    '../../../_base_/datasets/coco-stuff164k_504x504.py',
+    '../../../_base_/default_runtime_fsdp.py',
+    '../../../_base_/schedules/schedule_80k.py',
+]
+model = dict(
+    backbone=dict(frozen=False, drop_path_rate=0.4),
+    decode_head=dict(num_classes=171),
+    auxiliary_head=dict(num_classes=171))
+optim_wrapper = dict(
+    optimizer=dict(weight_decay=0.05),
+    constructor='InternViTLayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95))

@@ -1,0 +1,299 @@
+"""InternViTAdapter: strides for any patch/input size, geometry of the deformable inputs,
+frozen ViT with a trainable adapter, dtypes, checkpointing, weight loading, and a short
+training run of the demo config."""
+import copy
+import importlib.util
+import math
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backbones import InternViT, InternViTAdapter
+from backbones.adapter import (deform_inputs, get_reference_points, resize_to_grid)
+
+TINY = dict(embed_dims=32, num_layers=4, num_heads=2, mlp_ratio=2.0, norm_type='rms_norm',
+            qk_norm=True, qkv_bias=False, layer_scale_init=0.1)
+ADAPTER = dict(interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], conv_inplane=8,
+               deform_num_heads=2, deform_ratio=0.5, cffn_ratio=0.25, n_points=2)
+
+
+def build(patch_size=16, **kwargs):
+    torch.manual_seed(0)
+    cfg = dict(arch=TINY, img_size=112, patch_size=patch_size, **ADAPTER)
+    cfg.update(kwargs)
+    model = InternViTAdapter(**cfg)
+    model.init_weights()
+    return model
+
+
+def wake_deform_attn(model):
+    """Deformable DETR's init zeroes the weights from the query to the offsets and attention
+    weights, so nothing reaches the query norms at step 0: give them small weights, as after
+    a few training steps."""
+    from backbones.ms_deform_attn import MSDeformAttn
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MSDeformAttn):
+                m.sampling_offsets.weight.normal_(0, 0.02)
+                m.attention_weights.weight.normal_(0, 0.02)
+    return model
+
+
+def expected_shapes(H, W):
+    return [(math.ceil(H / s), math.ceil(W / s)) for s in (4, 8, 16, 32)]
+
+
+@pytest.mark.parametrize('patch_size', [14, 16])
+@pytest.mark.parametrize('hw', [(112, 112), (98, 154)])
+def test_output_strides(patch_size, hw):
+    model = build(patch_size)
+    model.train()
+    outs = model(torch.randn(2, 3, *hw))
+    assert len(outs) == 4
+    assert [tuple(o.shape[-2:]) for o in outs] == expected_shapes(*hw)
+    assert all(o.shape[:2] == (2, 32) and o.dtype == torch.float32 for o in outs)
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_registered_and_defaults():
+    from mmengine.registry import MODELS
+    model = MODELS.build(dict(type='InternViTAdapter', arch=TINY, img_size=64, patch_size=16,
+                              conv_inplane=8, deform_ratio=0.5))
+    assert isinstance(model, InternViT)
+    assert model.interaction_indexes == ((0, 0), (1, 1), (2, 2), (3, 3))  # depth split in 4
+    assert model.deform_num_heads == 2  # the ViT's heads
+    assert len(model.interactions[3].extra_extractors) == 2
+    assert model.interactions[2].extra_extractors is None
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match='out_indices is not used'):
+        InternViTAdapter(arch=TINY, img_size=64, out_indices=[3])
+    with pytest.raises(ValueError, match='contiguous from block 0'):
+        InternViTAdapter(arch=TINY, img_size=64, interaction_indexes=[[0, 1], [3, 3]])
+    with pytest.raises(ValueError, match='contiguous from block 0'):
+        InternViTAdapter(arch=TINY, img_size=64,
+                         interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 4]])
+    with pytest.raises(ValueError, match='not divisible by n_heads'):
+        InternViTAdapter(arch=TINY, img_size=64, deform_num_heads=3)
+
+
+def test_deform_inputs_match_vit_adapter_when_sizes_divide():
+    """Input a multiple of 32 with patch 16: every level spans the image, and the reference
+    points are ViT-Adapter's cell centres (i + 0.5) / n."""
+    x = torch.zeros(1, 3, 64, 96)
+    (ref1, shapes1, start1), (ref2, shapes2, start2) = deform_inputs(x, 16)
+    assert shapes1.tolist() == [[8, 12], [4, 6], [2, 3]] and start1.tolist() == [0, 96, 120]
+    assert shapes2.tolist() == [[4, 6]] and start2.tolist() == [0]
+    assert ref1.shape == (1, 4 * 6, 3, 2) and ref2.shape == (1, 96 + 24 + 6, 1, 2)
+    ys, xs = torch.meshgrid((torch.arange(4) + 0.5) / 4, (torch.arange(6) + 0.5) / 6,
+                            indexing='ij')
+    centres = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)
+    for lvl in range(3):
+        torch.testing.assert_close(ref1[0, :, lvl], centres)
+    ys, xs = torch.meshgrid((torch.arange(8) + 0.5) / 8, (torch.arange(12) + 0.5) / 12,
+                            indexing='ij')
+    torch.testing.assert_close(ref2[0, :96, 0], torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
+
+
+def test_deform_inputs_patch14_uneven_size_in_pixels():
+    """98x154 with patch 14: a 7x11 ViT grid (98x154 px) and SPM levels of 13x20, 7x10, 4x5
+    cells that span 104x160, 112x160 and 128x160 px. Every reference point, mapped back through
+    its level's extent, is the pixel centre of its query cell."""
+    x = torch.zeros(2, 3, 98, 154)
+    (ref1, shapes1, _), (ref2, shapes2, _) = deform_inputs(x, 14)
+    assert shapes1.tolist() == [[13, 20], [7, 10], [4, 5]] and shapes2.tolist() == [[7, 11]]
+    # ViT token (row 3, col 5) is centred at pixel (x=77, y=49)
+    q = 3 * 11 + 5
+    for lvl, (s, (h, w)) in enumerate(zip((8, 16, 32), shapes1.tolist())):
+        torch.testing.assert_close(ref1[0, q, lvl] * torch.tensor([w * s, h * s]),
+                                   torch.tensor([77.0, 49.0]))
+    # the stride-32 cell (row 1, col 2), centred at (80, 48), in the 154x98 px ViT frame
+    q = 13 * 20 + 7 * 10 + 1 * 5 + 2
+    torch.testing.assert_close(ref2[0, q, 0] * torch.tensor([154.0, 98.0]),
+                               torch.tensor([80.0, 48.0]))
+    assert get_reference_points([(2, 2)], [8], [(1, 1)], [16]).shape == (1, 4, 1, 2)
+
+
+def test_resize_to_grid_aligns_pixel_frames():
+    x = torch.randn(1, 3, 4, 6)
+    # stride 16 -> 4 and 32 with divisible sizes: plain scale-factor interpolation
+    torch.testing.assert_close(resize_to_grid(x, 16, 4, (16, 24)),
+                               F.interpolate(x, scale_factor=4, mode='bilinear',
+                                             align_corners=False))
+    torch.testing.assert_close(resize_to_grid(x, 16, 32, (2, 3)),
+                               F.interpolate(x, scale_factor=0.5, mode='bilinear',
+                                             align_corners=False))
+    # 14 -> 32 with a 4-cell target where 4*14/32 = 1.75: replicate-padded, right size
+    y = resize_to_grid(torch.randn(1, 3, 4, 4), 14, 32, (2, 2))
+    assert y.shape[-2:] == (2, 2)
+
+
+def test_frozen_vit_trainable_adapter_gradients():
+    model = wake_deform_attn(build(16, frozen=True, init_values=0.1))
+    model.train()
+    adapter = [n for n, _ in model.named_parameters() if model.is_adapter_param(n)]
+    vit = [n for n, _ in model.named_parameters() if not model.is_adapter_param(n)]
+    assert adapter and vit
+    params = dict(model.named_parameters())
+    assert not any(params[n].requires_grad for n in vit)
+    assert all(params[n].requires_grad for n in adapter)
+    outs = model(torch.randn(2, 3, 64, 80))
+    sum(o.square().mean() for o in outs).backward()
+    assert all(params[n].grad is None for n in vit)
+    no_grad = [n for n in adapter if params[n].grad is None or not params[n].grad.any()]
+    assert not no_grad, no_grad
+    # the injectors of every interaction learn through the frozen blocks after them
+    assert model.interactions[0].injector.attn.value_proj.weight.grad.abs().sum() > 0
+
+
+def test_unfrozen_every_parameter_gets_a_gradient():
+    model = wake_deform_attn(build(14, init_values=0.1))
+    model.train()
+    outs = model(torch.randn(2, 3, 56, 70))
+    sum(o.square().mean() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing, missing
+
+
+def test_frozen_vit_in_eval_mode_adapter_in_train_mode():
+    model = build(16, frozen=True, drop_path_rate=0.1)
+    model.train()
+    assert all(not m.training for m in model.blocks.modules())
+    assert not model.patch_embed.training
+    for m in model.adapter_modules():
+        assert all(sub.training for sub in m.modules())
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert model.norm1.training and model.spm.stem[1].training
+
+
+def test_frozen_dtype_casts_the_vit_only():
+    model = build(16, frozen=True, frozen_dtype='bfloat16')
+    model.float()  # as a runner might: the ViT stays bf16, the adapter float32
+    for name, p in model.named_parameters():
+        expected = torch.float32 if model.is_adapter_param(name) else torch.bfloat16
+        assert p.dtype == expected, name
+    model.train()
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert all(o.dtype == torch.float32 and torch.isfinite(o).all() for o in outs)
+    sum(o.mean() for o in outs).backward()
+    assert model.spm.fc1.weight.grad is not None
+
+
+def test_bf16_forward_on_cpu():
+    model = build(14)
+    model.eval()
+    x = torch.randn(1, 3, 70, 84)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            amp = model(x)
+        model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
+        pure = model_bf16(x.bfloat16())
+    for r, a, p in zip(ref, amp, pure):
+        assert a.dtype == torch.float32 and p.dtype == torch.float32
+        assert a.shape == r.shape == p.shape
+        assert torch.isfinite(a).all() and torch.isfinite(p).all()
+        # bf16 keeps ~3 significant digits; outputs are BN-normalised (unit scale)
+        assert (a - r).abs().mean() < 0.1 and (p - r).abs().mean() < 0.1
+
+
+def test_with_cp_leaves_outputs_and_gradients_unchanged():
+    ref = build(16, frozen=True, init_values=0.1)
+    cp = build(16, frozen=True, init_values=0.1, with_cp=True)
+    cp.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for model in (ref, cp):
+        model.eval()  # BN in eval: checkpoint recomputation must not change running stats
+        outs = model(x)
+        sum(o.square().mean() for o in outs).backward()
+        results.append((outs, {n: p.grad for n, p in model.named_parameters()
+                               if p.grad is not None}))
+    for a, b in zip(results[0][0], results[1][0]):
+        torch.testing.assert_close(a, b)
+    assert results[0][1].keys() == results[1][1].keys()
+    for n, g in results[0][1].items():
+        torch.testing.assert_close(g, results[1][1][n], atol=1e-6, rtol=1e-5)
+
+
+def test_pytorch_and_auto_impl_agree_on_cpu():
+    a = build(16)
+    b = build(16, deform_attn_impl='pytorch')
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for oa, ob in zip(a(x), b(x)):
+            torch.testing.assert_close(oa, ob)
+
+
+def test_loads_vit_weights_strictly_and_initialises_the_adapter(tmp_path):
+    torch.manual_seed(1)
+    vit = InternViT(arch=TINY, img_size=112, patch_size=14, pretrain_size=112)
+    vit.init_weights()
+    path = str(tmp_path / 'vit.pth')
+    torch.save(vit.state_dict(), path)
+    # patch-14 weights into a patch-16 adapter: patch embed and pos embed are resampled
+    model = build(16, pretrain_size=112, init_cfg=dict(type='Pretrained', checkpoint=path))
+    torch.testing.assert_close(model.blocks[2].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight)
+    torch.testing.assert_close(model.cls_token, vit.cls_token)
+    assert model.patch_embed.proj.weight.shape[-2:] == (16, 16)
+    assert model.pos_embed.shape[1] == 1 + 7 * 7
+    # the adapter is initialised (Deformable DETR offsets on rings), not loaded
+    bias = model.interactions[0].injector.attn.sampling_offsets.bias.view(2, 3, 2, 2)
+    torch.testing.assert_close(bias[:, :, 1], 2 * bias[:, :, 0])
+    # unexpected keys still fail by name
+    sd = vit.state_dict()
+    sd['blocks.9.attn.qkv.weight'] = torch.zeros(1)
+    torch.save(sd, path)
+    from backbones.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match='blocks.9.attn.qkv.weight'):
+        build(16, pretrain_size=112, init_cfg=dict(type='Pretrained', checkpoint=path))
+
+
+# --------------------------------------------------------------------------- training
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO = osp.join(REPO, 'configs', 'demo',
+                'upernet_intern-vit-tiny-adapter_1xb4-100_synthetic-112x112.py')
+
+
+def _mmseg_ready():
+    try:
+        return importlib.util.find_spec('mmseg') is not None and \
+            importlib.util.find_spec('mmcv._ext') is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mmseg_ready(), reason='needs mmseg and a compiled mmcv')
+def test_demo_adapter_config_trains_and_tests(tmp_path):
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from tools.dataset_converters.make_synthetic_ade import make_dataset
+
+    data_root = str(tmp_path / 'synthetic_ade')
+    make_dataset(data_root, num_train=8, num_val=4, size=112, num_classes=5, seed=0)
+    cfg = Config.fromfile(DEMO)
+    cfg.work_dir = str(tmp_path / 'work')
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[split].dataset.data_root = data_root
+        cfg[split].num_workers = 0
+        cfg[split].persistent_workers = False
+    cfg.train_cfg.max_iters = 4
+    cfg.train_cfg.val_interval = 4
+    cfg.default_hooks.checkpoint.interval = 4
+    cfg.default_hooks.logger.interval = 1
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0,
+                                end=4)]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert osp.isfile(osp.join(cfg.work_dir, 'iter_4.pth'))
+    metrics = runner.test()
+    assert 'mIoU' in metrics and 0 <= metrics['mIoU'] <= 100

@@ -1,0 +1,50 @@
+"""detection.check_detector_strides: configured anchor/RoI strides vs the neck's real strides."""
+import pytest
+from mmengine.config import Config
+
+from detection import probe_size, strides_for_patch
+
+from ._tiny import DEMO_CONFIG
+
+
+def test_probe_size_divides_every_level():
+    assert probe_size(14) == 448  # 32 tokens: levels of 128, 64, 32, 16, 8 cells
+    assert probe_size(16) == 128
+    assert probe_size(8) == 128
+
+
+def test_strides_for_patch():
+    assert strides_for_patch(14) == [3.5, 7.0, 14.0, 28.0, 56.0]
+    assert strides_for_patch(16, extra_levels=0) == [4.0, 8.0, 16.0, 32.0]
+
+
+@pytest.fixture
+def demo_detector():
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    return MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+
+
+def test_demo_strides_match(demo_detector):
+    from detection import check_detector_strides, configured_strides
+    assert check_detector_strides(demo_detector) == [3.5, 7.0, 14.0, 28.0, 56.0]
+    assert configured_strides(demo_detector)['mask_roi_extractor'] == [3.5, 7.0, 14.0, 28.0]
+    assert demo_detector.training  # the mode is restored
+
+
+def test_integer_strides_on_a_patch14_pyramid_are_caught(demo_detector):
+    from mmdet.models.task_modules.prior_generators import AnchorGenerator
+
+    from detection import check_detector_strides
+    demo_detector.rpn_head.prior_generator = AnchorGenerator(
+        strides=[4, 8, 16, 32, 64], ratios=[0.5, 1.0, 2.0], scales=[8])
+    with pytest.raises(ValueError, match=r'rpn_anchors strides \[4.0, 8.0'):
+        check_detector_strides(demo_detector)
+
+
+def test_wrong_roi_strides_are_caught(demo_detector):
+    from detection import check_detector_strides
+    demo_detector.roi_head.bbox_roi_extractor.featmap_strides = [4, 8, 16, 32]
+    with pytest.raises(ValueError, match='bbox_roi_extractor'):
+        check_detector_strides(demo_detector)

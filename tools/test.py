@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint on the test set of a segmentation (``mmseg``) or detection (``mmdet``)
+config with MMEngine's Runner.
+
+    python tools/test.py CONFIG CKPT [--work-dir DIR] [--out OUT] [--show] [--show-dir DIR]
+                         [--wait-time S] [--tta] [--cfg-options KEY=VALUE ...] [--launcher ...]
+
+The toolbox is chosen by the config's ``default_scope``; its evaluator prints the results
+(mmseg's ``IoUMetric``: the per-class IoU/Acc table and mIoU; mmdet's ``CocoMetric``: bbox/segm
+AP). CKPT is read with ``torch.load(weights_only=True)`` (``backbones/safe_load.py``).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from importlib import import_module
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout that is not pip-installed
+    sys.path.insert(0, ROOT)
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from backbones.safe_load import patch_mmengine_checkpoint_loading  # noqa: E402
+
+SCOPES = ('mmseg', 'mmdet')
+VIS_HOOKS = {'mmseg': 'SegVisualizationHook', 'mmdet': 'DetVisualizationHook'}
+VISUALIZERS = {'mmseg': 'SegLocalVisualizer', 'mmdet': 'DetLocalVisualizer'}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a segmentor or detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir',
+                        help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out', type=str,
+        help='segmentation: directory to save the predicted maps in for offline evaluation; '
+             'detection: .pkl file to dump the predictions to')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='directory where painted images will be saved')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='the interval of show (s)')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation with the config\'s tta_model and '
+                             'tta_pipeline')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, as key=value pairs (xxx=yyy); lists as '
+             'key="[a,b]" or key=a,b, nested as key="[(a,b),(c,d)]", quoted, no spaces')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.config):
+        parser.error(f'config file not found: {args.config}')
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint not found: {args.checkpoint}')
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return parser, args
+
+
+def register_toolbox(cfg, config_path, parser):
+    """Register the modules of the config's toolbox (``default_scope``); returns the scope."""
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        parser.error(f'{config_path}: default_scope must be one of {SCOPES}, got {scope!r}')
+    import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
+    return scope
+
+
+def trigger_visualization_hook(cfg, args, scope):
+    """Turn on the toolbox's visualization hook (added if the config lacks it)."""
+    default_hooks = cfg.get('default_hooks')
+    if default_hooks is None:
+        cfg.default_hooks = default_hooks = {}
+    hook = default_hooks.get('visualization')
+    if hook is None:
+        hook = default_hooks['visualization'] = dict(type=VIS_HOOKS[scope])
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if cfg.get('visualizer') is None:
+        cfg.visualizer = dict(type=VISUALIZERS[scope], name='visualizer',
+                              vis_backends=[dict(type='LocalVisBackend')])
+    if args.show_dir:
+        if scope == 'mmseg':  # SegLocalVisualizer writes to <save_dir>/vis_data/vis_image
+            cfg.visualizer['save_dir'] = args.show_dir
+        else:  # DetVisualizationHook joins it to <work_dir>/<timestamp> unless absolute
+            hook['test_out_dir'] = osp.abspath(args.show_dir)
+
+
+def enable_tta(cfg, config_path, scope, parser):
+    missing = [key for key in ('tta_model', 'tta_pipeline') if cfg.get(key) is None]
+    if missing:
+        parser.error(f'--tta: {config_path} has no {" and no ".join(missing)}')
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # wrappers (ConcatDataset, RepeatDataset, ...)
+        dataset = dataset['dataset']
+    if scope == 'mmdet' and 'batch_shapes_cfg' in dataset:
+        dataset.batch_shapes_cfg = None  # fixes the output size, which TTA cannot follow
+    dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    patch_mmengine_checkpoint_loading()
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = register_toolbox(cfg, args.config, parser)
+
+    # work_dir: command line > config > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    cfg.load_from = args.checkpoint
+
+    if args.show or args.show_dir:
+        trigger_visualization_hook(cfg, args, scope)
+    if args.tta:
+        enable_tta(cfg, args.config, scope, parser)
+
+    if args.out is not None:
+        if scope == 'mmseg':  # IoUMetric writes the predicted maps there
+            evaluators = cfg.test_evaluator
+            for evaluator in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+                evaluator['output_dir'] = args.out
+                evaluator['keep_results'] = True
+        elif not args.out.endswith(('.pkl', '.pickle')):
+            parser.error(f'--out must name a .pkl file for detection, got {args.out}')
+
+    if 'runner_type' in cfg:
+        runner = import_module(f'{scope}.registry').RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+
+    if args.out is not None and scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
