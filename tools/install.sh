@@ -27,6 +27,28 @@ WHEELHOUSE="${MMCV_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/internvit-dense/m
 REQ="$ROOT/requirements"
 MMCV_VERSION="$(sed -n 's/^mmcv==\([0-9.]*\).*/\1/p' "$REQ/mmcv.txt")"
 
+# Install requirement files with pip only when something in them is not satisfied yet
+# (pip's resolver needs ~30 s even when nothing changes; this check takes well under one).
+pip_install_reqs() {
+  if "$PY" - "$@" <<'PYEOF' 2>/dev/null; then return 0; fi
+import importlib.metadata as md, sys
+from packaging.requirements import Requirement
+for path in sys.argv[1:]:
+    for line in open(path):
+        line = line.split('#')[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        if not req.specifier.contains(md.version(req.name), prereleases=True):
+            sys.exit(1)
+PYEOF
+  local args=()
+  for f in "$@"; do args+=(-r "$f"); done
+  "${PIP[@]}" install -q "${args[@]}"
+}
+
 log() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -43,28 +65,30 @@ PIP=("$PY" -m pip --disable-pip-version-check)
   || die "$PY is older than Python 3.9"
 
 # ---------------------------------------------------------------- 2. torch
-if "$PY" -c 'import torch' 2>/dev/null; then
-  log "keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
-  if ! "$PY" -c 'import torchvision' 2>/dev/null; then
-    die "torch is installed in $VENV but torchvision is missing or broken; install the torchvision that matches your torch (timm and transformers need it)"
-  fi
+# One interpreter start both checks torch and computes the wheel-cache key: the key names
+# everything the compiled extension depends on (Python, torch, CUDA, ops kind, C++ ABI).
+torch_key() {
+  "$PY" - <<'PYEOF'
+import sys, torch
+import torchvision  # noqa: F401  (timm and transformers need a matching torchvision)
+ops = 'cuda' if (torch.cuda.is_available() and torch.version.cuda) else 'cpu'
+print(f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace('+', '_')}"
+      f"-cuda{torch.version.cuda or 'cpu'}-ops_{ops}"
+      f"-cxx11abi{int(torch._C._GLIBCXX_USE_CXX11_ABI)}")
+PYEOF
+}
+if KEY="$(torch_key 2>/dev/null)"; then
+  log "keeping installed torch (${KEY#*-torch})"
+elif "$PY" -c 'import torch' 2>/dev/null; then
+  die "torch is installed in $VENV but torchvision is missing or broken; install the torchvision that matches your torch (timm and transformers need it)"
 else
   log "installing $(grep -v '^#' "$REQ/torch.txt" | xargs)"
   "${PIP[@]}" install -q -r "$REQ/torch.txt"
+  KEY="$(torch_key)" || die "torch was installed but does not import"
 fi
 
 # ---------------------------------------------------------------- 3. mmcv with ops
-"${PIP[@]}" install -q -r "$REQ/build.txt"
-
-# Key the wheel by everything the compiled extension depends on.
-KEY="$("$PY" - <<'EOF'
-import sys, torch
-cuda = torch.version.cuda or 'cpu'
-ops = 'cuda' if (torch.cuda.is_available() and torch.version.cuda) else 'cpu'
-print(f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace('+', '_')}"
-      f"-cuda{cuda}-ops_{ops}-cxx11abi{int(torch._C._GLIBCXX_USE_CXX11_ABI)}")
-EOF
-)"
+pip_install_reqs "$REQ/build.txt"
 CACHE_DIR="$WHEELHOUSE/mmcv-$MMCV_VERSION/$KEY"
 
 mmcv_ok() {
@@ -147,8 +171,10 @@ fi
 
 # ---------------------------------------------------------------- 4. the rest
 log "installing runtime and test requirements"
-"${PIP[@]}" install -q -r "$REQ/runtime.txt" -r "$REQ/tests.txt"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+pip_install_reqs "$REQ/runtime.txt" "$REQ/tests.txt"
+if ! "$PY" -c 'import importlib.metadata as m; m.version("internvit-dense")' 2>/dev/null; then
+  "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+fi
 
 # ---------------------------------------------------------------- 5. verify
 "$PY" - <<'EOF' || die "the installed stack does not import; see the traceback above"
