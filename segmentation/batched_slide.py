@@ -53,7 +53,7 @@ class BatchedSlideEncoderDecoder(EncoderDecoder):
         if int(crop_batch) < 1:
             raise ValueError(f'test_cfg.crop_batch_size must be >= 1, got {crop_batch}')
         B, _, h_img, w_img = inputs.shape
-        windows = slide_windows(h_img, w_img, self.test_cfg.crop_size, self.test_cfg.stride)
+        windows = slide_windows(h_img, w_img, self.test_cfg['crop_size'], self.test_cfg['stride'])
         # Every crop has the same size (the crop, or the whole image when it is smaller).
         jobs = [(w, b) for w in windows for b in range(B)]
         preds = inputs.new_zeros((B, self.out_channels, h_img, w_img))

@@ -42,7 +42,10 @@ def _tiny_segmentor(crop_batch_size):
                          loss_decode=dict(type='CrossEntropyLoss')),
         test_cfg=dict(mode='slide', crop_size=(84, 84), stride=(56, 56),
                       crop_batch_size=crop_batch_size))
-    return MODELS.build(cfg).eval()
+    from mmengine.config import ConfigDict
+    model = MODELS.build(cfg).eval()
+    model.test_cfg = ConfigDict(model.test_cfg)  # as when built from a config file
+    return model
 
 
 @pytest.mark.parametrize('crop_batch_size', [1, 3, 64])
