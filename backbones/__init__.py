@@ -11,3 +11,4 @@ from .layer_decay import InternViTLayerDecayOptimizerConstructor  # noqa: E402,F
 from .pyramid import SimpleFeaturePyramid  # noqa: E402,F401
 from .adapter import InternViTAdapter  # noqa: E402,F401
 from .engine import AtomicLocalBackend, NonFiniteLossHook  # noqa: E402,F401
+from .safe_load import SafeCheckpointStateHook  # noqa: E402,F401

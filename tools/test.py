@@ -19,10 +19,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout that is not pip-installed
     sys.path.insert(0, ROOT)
 
+# Only the light imports here: a mistyped path is reported before torch and the toolboxes load.
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from backbones.safe_load import patch_mmengine_checkpoint_loading  # noqa: E402
 
 SCOPES = ('mmseg', 'mmdet')
 VIS_HOOKS = {'mmseg': 'SegVisualizationHook', 'mmdet': 'DetVisualizationHook'}
@@ -111,6 +109,9 @@ def enable_tta(cfg, config_path, scope, parser):
 
 def main(argv=None):
     parser, args = parse_args(argv)
+    from mmengine.runner import Runner
+
+    from backbones.safe_load import patch_mmengine_checkpoint_loading
     patch_mmengine_checkpoint_loading()
 
     cfg = Config.fromfile(args.config)

@@ -20,11 +20,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout that is not pip-installed
     sys.path.insert(0, ROOT)
 
+# Only the light imports here: a mistyped path is reported before torch and the toolboxes load.
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from backbones.safe_load import patch_mmengine_checkpoint_loading  # noqa: E402
 
 SCOPES = ('mmseg', 'mmdet')
 SAFE_HOOK = 'SafeCheckpointStateHook'
@@ -70,6 +67,7 @@ def register_toolbox(cfg, config_path, parser):
 def enable_amp(cfg, config_path, parser):
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper == 'AmpOptimWrapper':
+        from mmengine.logging import print_log
         print_log('AMP training is already enabled in the config.', logger='current',
                   level=logging.WARNING)
     elif wrapper == 'OptimWrapper':
@@ -90,6 +88,9 @@ def add_safe_checkpoint_hook(cfg):
 
 def main(argv=None):
     parser, args = parse_args(argv)
+    from mmengine.runner import Runner
+
+    from backbones.safe_load import patch_mmengine_checkpoint_loading
     patch_mmengine_checkpoint_loading()
 
     cfg = Config.fromfile(args.config)

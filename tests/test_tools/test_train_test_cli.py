@@ -246,7 +246,8 @@ def test_train_test_resume_tiny_mmseg(tmp_path):
 
     show_dir, out_dir = tmp_path / 'show', tmp_path / 'pred'
     log = _run(TEST, config, ckpt, '--work-dir', work_dir, '--show-dir', show_dir,
-               '--out', out_dir)
+               '--out', out_dir,  # the hook paints every 50th image unless told otherwise
+               '--cfg-options', 'default_hooks.visualization.interval=1')
     assert 'mIoU' in log and all(c in log for c in CLASSES)  # IoUMetric's per-class table
     assert glob.glob(str(show_dir / '**' / '*.png'), recursive=True)
     assert sorted(os.listdir(out_dir)) == ['0.png', '1.png']
