@@ -14,27 +14,35 @@
 """
 from __future__ import annotations
 
+import glob
 import math
 import os
 import os.path as osp
+import re
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import BinaryIO, Callable, List, Optional, Sequence, Union
 
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 
-def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
-    """Write ``data`` to ``filepath`` atomically (same-folder temporary file + rename)."""
+TMP_SUFFIX = '.partial'
+
+
+def atomic_write(filepath: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
+    """Write ``filepath`` atomically: ``write(f)`` fills a temporary file in the same folder,
+    which is fsynced and renamed over the target only once complete."""
     filepath = str(filepath)
     folder = osp.dirname(osp.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(filepath)}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(filepath)}.',
+                               suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
@@ -42,6 +50,54 @@ def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
+    """Write ``data`` to ``filepath`` atomically (same-folder temporary file + rename)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f'expected bytes, got {type(data).__name__}')
+    atomic_write(filepath, lambda f: f.write(data))
+
+
+def remove_partial_writes(folder: str) -> List[str]:
+    """Delete the temporary files that a killed atomic write left in ``folder``."""
+    removed = []
+    if osp.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith('.') and name.endswith(TMP_SUFFIX):
+                os.remove(osp.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """A torch checkpoint (zip format) whose central directory is intact."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+    """The newest complete checkpoint of ``work_dir``: the one ``last_checkpoint`` names when
+    it is complete, else the newest complete ``iter_*.pth`` / ``epoch_*.pth``."""
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(marker):
+        with open(marker) as f:
+            last = f.read().strip()
+        if last and osp.isfile(last) and is_complete_checkpoint(last):
+            return last
+    candidates = []
+    for pattern in ('iter_*.pth', 'epoch_*.pth'):
+        for path in glob.glob(osp.join(work_dir, pattern)):
+            m = re.search(r'_(\d+)\.pth$', path)
+            if m:
+                candidates.append((int(m.group(1)), path))
+    for _, path in sorted(candidates, reverse=True):
+        if is_complete_checkpoint(path):
+            return path
+    return None
 
 
 @register_backend('atomic_local')
@@ -92,3 +148,42 @@ class NonFiniteLossHook(Hook):
                     f'non-finite {key} ({value}) at iteration {runner.iter + 1}; training '
                     f'stopped. Last good checkpoint: {last or "none saved yet"}. Lower the '
                     f'learning rate or check the data, then resume from it with --resume.')
+
+
+def _dataset_cfgs(cfg):
+    """Yield the leaf dataset configs of a (possibly wrapped) dataset config."""
+    if not isinstance(cfg, dict):
+        return
+    if isinstance(cfg.get('datasets'), (list, tuple)):
+        for sub in cfg['datasets']:
+            yield from _dataset_cfgs(sub)
+    elif isinstance(cfg.get('dataset'), dict):
+        yield from _dataset_cfgs(cfg['dataset'])
+    else:
+        yield cfg
+
+
+def check_dataset_paths(dataset_cfg, where: str) -> List[str]:
+    """Problems with the folders and annotation files a dataset config points at: missing or
+    empty image / label folders, missing annotation files. ``where`` prefixes each message."""
+    problems = []
+    for ds in _dataset_cfgs(dataset_cfg):
+        root = ds.get('data_root') or ''
+        if root and not osp.isdir(root):
+            problems.append(f'{where}: data_root {root} does not exist')
+            continue
+        prefix = ds.get('data_prefix') or {}
+        for key, sub in (prefix.items() if isinstance(prefix, dict) else []):
+            if not sub or not isinstance(sub, str) or '://' in sub:
+                continue
+            folder = osp.join(root, sub)
+            if not osp.isdir(folder):
+                problems.append(f'{where}: data_prefix.{key} folder {folder} does not exist')
+            elif not any(os.scandir(folder)):
+                problems.append(f'{where}: data_prefix.{key} folder {folder} is empty')
+        ann = ds.get('ann_file')
+        if ann and isinstance(ann, str) and '://' not in ann:
+            path = osp.join(root, ann)
+            if not osp.isfile(path):
+                problems.append(f'{where}: ann_file {path} does not exist')
+    return problems

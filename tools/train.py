@@ -7,7 +7,12 @@
 The toolbox is chosen by the config's ``default_scope``. Checkpoints are read with
 ``torch.load(weights_only=True)`` and written so that it accepts them
 (``backbones/safe_load.py``). ``--resume`` alone resumes from the newest checkpoint of the work
-directory (its ``last_checkpoint`` file); ``--resume PATH`` from PATH.
+directory (the one ``last_checkpoint`` names if it is complete, else the newest complete
+``iter_*``/``epoch_*``; so does ``resume = True`` without ``load_from`` in a config);
+``--resume PATH`` from PATH. Checkpoints are written atomically (``AtomicLocalBackend``) and a
+non-finite loss stops the run naming the last good checkpoint (``NonFiniteLossHook``; set
+``check_finite_loss = False`` in a config to turn it off). Missing or empty dataset folders
+and more processes than GPUs are reported before anything is built.
 """
 import argparse
 import logging
@@ -86,6 +91,65 @@ def add_safe_checkpoint_hook(cfg):
     cfg.custom_hooks = hooks
 
 
+def add_reliability(cfg):
+    """Atomic checkpoint writes and the non-finite loss guard, unless the config opts out
+    (``check_finite_loss = False``; a CheckpointHook with its own ``backend_args``)."""
+    ckpt_hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if isinstance(ckpt_hook, dict) and not ckpt_hook.get('backend_args'):
+        ckpt_hook['backend_args'] = dict(backend='atomic_local')
+    hooks = list(cfg.get('custom_hooks') or [])
+    if cfg.get('check_finite_loss', True) and not any(
+            isinstance(h, dict) and h.get('type') == 'NonFiniteLossHook' for h in hooks):
+        hooks.append(dict(type='NonFiniteLossHook'))
+    cfg.custom_hooks = hooks
+
+
+def check_data(cfg, config_path, parser):
+    """Missing or empty dataset folders are reported before anything is built."""
+    from backbones.engine import check_dataset_paths
+    problems = []
+    loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
+    for name in loaders:
+        if cfg.get(name):
+            problems += check_dataset_paths(cfg[name].get('dataset'), f'{config_path}: {name}')
+    if problems:
+        parser.error('\n'.join(problems))
+
+
+def check_devices(cfg, args, parser):
+    """Asking for more GPUs than this node has fails here, with the numbers."""
+    if args.launcher == 'none':
+        return
+    import torch
+    backend = (cfg.get('env_cfg') or {}).get('dist_cfg', {}).get('backend', 'nccl')
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    n_gpus = torch.cuda.device_count()
+    if backend == 'nccl' and local_rank >= n_gpus:
+        parser.error(f'process with LOCAL_RANK={local_rank} needs a GPU, but this node has '
+                     f'{n_gpus}; launch at most {n_gpus} processes per node')
+
+
+def resolve_auto_resume(cfg):
+    """``--resume`` without a path: the newest *complete* checkpoint of the work dir (a
+    checkpoint cut short by a kill is skipped, and the temporary files of killed atomic writes
+    are removed)."""
+    from mmengine.logging import print_log
+
+    from backbones.engine import find_resumable_checkpoint, remove_partial_writes
+    removed = remove_partial_writes(cfg.work_dir)
+    if removed:
+        print_log(f'removed partial checkpoint writes of a killed run: {removed}',
+                  logger='current', level=logging.WARNING)
+    path = find_resumable_checkpoint(cfg.work_dir)
+    if path is None:
+        print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from the start',
+                  logger='current', level=logging.WARNING)
+        cfg.resume = False
+    else:
+        cfg.resume = True
+        cfg.load_from = path
+
+
 def main(argv=None):
     parser, args = parse_args(argv)
     from mmengine.runner import Runner
@@ -108,14 +172,17 @@ def main(argv=None):
     if args.amp:
         enable_amp(cfg, args.config, parser)
 
-    if args.resume == 'auto':  # Runner finds the newest checkpoint through last_checkpoint
-        cfg.resume = True
-        cfg.load_from = None
+    check_data(cfg, args.config, parser)
+    check_devices(cfg, args, parser)
+    if args.resume == 'auto' or (args.resume is None and cfg.get('resume') is True
+                                 and not cfg.get('load_from')):
+        resolve_auto_resume(cfg)
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
 
     add_safe_checkpoint_hook(cfg)
+    add_reliability(cfg)
 
     if 'runner_type' in cfg:
         runner = import_module(f'{scope}.registry').RUNNERS.build(cfg)

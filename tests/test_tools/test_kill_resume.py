@@ -1,0 +1,111 @@
+"""Kill test: a run SIGKILLed mid-iteration or mid-checkpoint-write resumes from the last
+complete checkpoint and ends with the same weights as an uninterrupted run."""
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from backbones.engine import is_complete_checkpoint
+
+from .test_train_test_cli import CLASSES, ROOT, TINY_SEG_CONFIG, TRAIN, _write_synthetic
+
+MAX_ITERS = 6
+
+
+def _config(tmp_path, data_root, extra=''):
+    text = TINY_SEG_CONFIG.format(data_root=str(data_root), classes=CLASSES)
+    # no random augmentation, so that the data of a resumed run is the data of the first run
+    text = text.replace("dict(type='RandomFlip', prob=0.5), ", '')
+    text = text.replace("custom_imports = dict(imports=['backbones']",
+                        "custom_imports = dict(imports=['backbones', 'tests.test_tools._kill_helpers']")
+    text += f'''
+train_cfg = dict(type='IterBasedTrainLoop', max_iters={MAX_ITERS}, val_interval=1000)
+randomness = dict(seed=0, deterministic=True)
+default_hooks['visualization'] = dict(type='SegVisualizationHook', draw=False)
+{extra}
+'''
+    path = tmp_path / f'cfg_{abs(hash(extra))}.py'
+    path.write_text(text)
+    return path
+
+
+def _train(config, work_dir, *args, env=None):
+    res = subprocess.run([sys.executable, TRAIN, str(config), '--work-dir', str(work_dir), *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return res.stdout + res.stderr
+
+
+def _train_and_kill(config, work_dir, marker, env):
+    env = dict(env, KILL_MARKER=str(marker))
+    proc = subprocess.Popen([sys.executable, TRAIN, str(config), '--work-dir', str(work_dir)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()[-5000:]
+        assert time.time() < deadline, 'training never reached the kill point'
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _weights(path):
+    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+
+
+def _assert_work_dir_clean(work_dir):
+    names = os.listdir(work_dir)
+    assert not [n for n in names if n.endswith('.partial')], names
+    for n in names:
+        if n.endswith('.pth'):
+            assert is_complete_checkpoint(osp.join(work_dir, n)), n
+            _weights(osp.join(work_dir, n))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_iteration_and_mid_checkpoint_write(tmp_path):
+    data_root = tmp_path / 'data'
+    _write_synthetic(data_root, 'train', 6, seed=0)
+    _write_synthetic(data_root, 'val', 2, seed=1)
+    env = dict(os.environ)
+
+    ref_dir = tmp_path / 'reference'
+    _train(_config(tmp_path, data_root), ref_dir)
+    expected = _weights(ref_dir / f'iter_{MAX_ITERS}.pth')
+
+    # 1. killed during iteration 4 (after iter_2.pth was written)
+    work = tmp_path / 'killed_in_iter'
+    cfg = _config(tmp_path, data_root, "custom_hooks = [dict(type='PauseBeforeIterHook', at=3)]")
+    _train_and_kill(cfg, work, tmp_path / 'm1', env)
+    assert sorted(n for n in os.listdir(work) if n.endswith('.pth')) == ['iter_2.pth']
+    log = _train(_config(tmp_path, data_root), work, '--resume')
+    assert 'resumed epoch: 0, iter: 2' in log
+    _assert_work_dir_clean(work)
+    got = _weights(work / f'iter_{MAX_ITERS}.pth')
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
+
+    # 2. killed while iter_4.pth is half written
+    work = tmp_path / 'killed_in_write'
+    cfg = _config(tmp_path, data_root,
+                  "default_hooks['checkpoint']['backend_args'] = dict(backend='slow_atomic_local')")
+    _train_and_kill(cfg, work, tmp_path / 'm2', dict(env, SLOW_CKPT='iter_4.pth'))
+    names = os.listdir(work)
+    assert 'iter_4.pth' not in names and 'iter_2.pth' in names
+    assert any(n.endswith('.partial') for n in names)  # the cut-short write, under a temp name
+    assert (work / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
+    log = _train(_config(tmp_path, data_root), work, '--resume')
+    assert 'removed partial checkpoint writes' in log
+    assert 'resumed epoch: 0, iter: 2' in log
+    _assert_work_dir_clean(work)
+    got = _weights(work / f'iter_{MAX_ITERS}.pth')
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
