@@ -48,6 +48,9 @@ def parse_args(argv=None):
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, as key=value pairs (xxx=yyy); lists as '
              'key="[a,b]" or key=a,b, nested as key="[(a,b),(c,d)]", quoted, no spaces')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load CKPT even if its keys or shapes differ from the model '
+                             '(default: such a checkpoint is an error naming the keys)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
@@ -142,10 +145,24 @@ def main(argv=None):
         elif not args.out.endswith(('.pkl', '.pickle')):
             parser.error(f'--out must name a .pkl file for detection, got {args.out}')
 
+    from backbones.engine import check_dataset_paths
+    problems = check_dataset_paths(cfg.test_dataloader.get('dataset'),
+                                   f'{args.config}: test_dataloader')
+    if problems:
+        parser.error('\n'.join(problems))
+
     if 'runner_type' in cfg:
         runner = import_module(f'{scope}.registry').RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+
+    # mmengine loads the checkpoint of a test non-strictly and only logs what did not match;
+    # a wrong checkpoint then evaluates a half-random model. Load it strictly here instead.
+    try:
+        runner.load_checkpoint(args.checkpoint, strict=not args.non_strict)
+    except RuntimeError as e:
+        parser.error(f'{args.checkpoint} does not match the model of {args.config} '
+                     f'(use --non-strict to load it anyway):\n{e}')
 
     if args.out is not None and scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults

@@ -109,3 +109,50 @@ def test_sigkill_mid_iteration_and_mid_checkpoint_write(tmp_path):
     got = _weights(work / f'iter_{MAX_ITERS}.pth')
     for k in expected:
         assert torch.equal(got[k], expected[k]), k
+
+
+@pytest.mark.slow
+def test_test_py_refuses_mismatched_checkpoint(tmp_path):
+    from .test_train_test_cli import TEST
+    data_root = tmp_path / 'data'
+    _write_synthetic(data_root, 'val', 1, seed=1)
+    (data_root / 'img_dir' / 'train').mkdir()
+    config = _config(tmp_path, data_root)
+    ckpt = tmp_path / 'other.pth'
+    state = {'backbone.cls_token': torch.zeros(1, 1, 32), 'decode_head.extra': torch.zeros(1)}
+    torch.save({'state_dict': state, 'meta': {}}, ckpt)
+    res = subprocess.run([sys.executable, TEST, str(config), str(ckpt), '--work-dir',
+                          str(tmp_path / 'w')], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2
+    assert 'does not match the model' in res.stderr
+    assert 'backbone.cls_token' in res.stderr and 'decode_head.extra' in res.stderr
+
+
+def test_train_py_reports_missing_and_empty_data_folders(tmp_path, capsys):
+    from .test_train_test_cli import _load
+    data_root = tmp_path / 'data'
+    (data_root / 'img_dir' / 'train').mkdir(parents=True)  # empty
+    config = _config(tmp_path, data_root)
+    with pytest.raises(SystemExit) as exc:
+        _load(TRAIN).main([str(config), '--work-dir', str(tmp_path / 'w')])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f'train_dataloader: data_prefix.img_path folder {data_root}/img_dir/train is empty' in err
+    assert f'data_prefix.seg_map_path folder {data_root}/ann_dir/train does not exist' in err
+
+
+def test_check_dataset_paths_messages(tmp_path):
+    from backbones.engine import check_dataset_paths
+    (tmp_path / 'img' / 'train').mkdir(parents=True)
+    ds = dict(type='RepeatDataset', times=2, dataset=dict(
+        data_root=str(tmp_path), data_prefix=dict(img_path='img/train', seg_map_path='ann/train'),
+        ann_file='missing.json'))
+    problems = check_dataset_paths(ds, 'cfg.py: train_dataloader')
+    assert problems == [
+        f'cfg.py: train_dataloader: data_prefix.img_path folder {tmp_path}/img/train is empty',
+        f'cfg.py: train_dataloader: data_prefix.seg_map_path folder {tmp_path}/ann/train does '
+        f'not exist',
+        f'cfg.py: train_dataloader: ann_file {tmp_path}/missing.json does not exist']
+    assert check_dataset_paths(dict(data_root=str(tmp_path / 'nope')), 'x') == [
+        f'x: data_root {tmp_path}/nope does not exist']
