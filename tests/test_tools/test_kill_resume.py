@@ -156,3 +156,14 @@ def test_check_dataset_paths_messages(tmp_path):
         f'cfg.py: train_dataloader: ann_file {tmp_path}/missing.json does not exist']
     assert check_dataset_paths(dict(data_root=str(tmp_path / 'nope')), 'x') == [
         f'x: data_root {tmp_path}/nope does not exist']
+
+
+@pytest.mark.parametrize('script,args', [('dist_train.sh', ['cfg.py']),
+                                         ('dist_test.sh', ['cfg.py', 'ckpt.pth'])])
+def test_dist_scripts_refuse_more_gpus_than_exist(script, args):
+    n = torch.cuda.device_count()
+    res = subprocess.run(['bash', osp.join(ROOT, 'tools', script), *args, str(n + 1)],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert res.returncode == 2
+    assert f'asked for {n + 1} GPUs on this node but {n} are available' in res.stderr
