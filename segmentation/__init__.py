@@ -12,3 +12,4 @@ from .linear_head import InternViTLinearHead
 __all__ = ['InternViTLinearHead', 'FewShotADE20KDataset', 'FewShotSegDataset',
            'FewShotSubsetMixin', 'subset_indices', 'parse_ratio']
 from .batched_slide import BatchedSlideEncoderDecoder  # noqa: E402,F401
+from .validate import CheckedLoadImageFromFile, ValidateSegSample  # noqa: E402,F401
