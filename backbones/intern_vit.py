@@ -249,6 +249,9 @@ class InternViT(BaseModule):
 
     def prepare_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patchify, prepend the cls token and add position embeddings: (B, 1 + h*w, C)."""
+        if min(x.shape[-2:]) < self.patch_size:
+            raise ValueError(f'input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the '
+                             f'{self.patch_size}px patch; use crops of at least the patch size')
         dtype = self.patch_embed.proj.weight.dtype
         x, hw = self.patch_embed(x.to(dtype))
         cls = self.cls_token.expand(x.shape[0], -1, -1)

@@ -231,6 +231,11 @@ def test_bad_arguments(kwargs, match):
         build(**kwargs)
 
 
+def test_input_smaller_than_patch_is_refused():
+    with pytest.raises(ValueError, match='input of 10x40 pixels is smaller than the 14px patch'):
+        build()(torch.randn(1, 3, 10, 40))
+
+
 def test_presets_on_meta_device():
     assert 5.85e9 < count_parameters('6b') < 5.95e9
     assert count_parameters('6b-448px') < count_parameters('6b')
