@@ -262,7 +262,9 @@ class InternViT(BaseModule):
                   hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """Block ``idx`` on (B, 1 + h*w, C) tokens; ``hw`` is the token grid (for windows)."""
         block = self.blocks[idx]
-        if self.with_cp and self.training and x.requires_grad:
+        # Also when the ViT itself is frozen (eval mode) but gradients flow through it to
+        # something trainable after it, as in the adapter.
+        if self.with_cp and x.requires_grad and torch.is_grad_enabled():
             return checkpoint(block, x, hw, use_reentrant=False)
         return block(x, hw)
 

@@ -256,6 +256,110 @@ def test_loads_vit_weights_strictly_and_initialises_the_adapter(tmp_path):
         build(16, pretrain_size=112, init_cfg=dict(type='Pretrained', checkpoint=path))
 
 
+# --------------------------------------------------------------------------- configs
+ADAPTER_CONFIGS = {
+    '6b': 'configs/segmentation/intern_vit_6b/vit_adapter/'
+          'upernet_intern-vit-6b-adapter_8xb2-80k_ade20k-512x512.py',
+    '300m': 'configs/segmentation/intern_vit_300m/vit_adapter/'
+            'upernet_intern-vit-300m-adapter_8xb2-80k_ade20k-512x512.py',
+    'demo': 'configs/demo/upernet_intern-vit-tiny-adapter_1xb4-100_synthetic-112x112.py',
+}
+
+
+def _config(key):
+    from mmengine.config import Config
+    return Config.fromfile(osp.join(REPO, ADAPTER_CONFIGS[key]))
+
+
+@pytest.mark.parametrize('key', ['6b', '300m'])
+def test_adapter_recipe(key):
+    """DESIGN.md: 512 crops, patch 16, interactions at the quarters, cffn 0.25, deform 0.25,
+    frozen ViT, UperNet; the common schedule (AdamW 4e-5, warmup 1500, poly, 80k, bf16)."""
+    cfg = _config(key)
+    b = cfg.model.backbone
+    depth = {'6b': 48, '300m': 24}[key]
+    q = depth // 4
+    assert b.type == 'InternViTAdapter' and b.arch == key and b.patch_size == 16
+    assert b.interaction_indexes == [[i * q, i * q + q - 1] for i in range(4)]
+    assert b.cffn_ratio == 0.25 and b.deform_ratio == 0.25 and b.frozen is True
+    assert b.init_cfg.type == 'Pretrained'
+    width = {'6b': 3200, '300m': 1024}[key]
+    assert int(width * b.deform_ratio) % b.deform_num_heads == 0
+    assert cfg.model.get('neck') is None and cfg.model.decode_head.type == 'UPerHead'
+    assert cfg.model.decode_head.in_channels == [width] * 4
+    assert cfg.crop_size == (512, 512) and cfg.model.data_preprocessor.size == (512, 512)
+    assert cfg.model.test_cfg.crop_size == (512, 512)
+    crops = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomCrop']
+    assert crops[0].crop_size == (512, 512)
+    assert cfg.optim_wrapper.optimizer.lr == 4e-5 and cfg.optim_wrapper.dtype == 'bfloat16'
+    assert cfg.train_cfg.max_iters == 80000 and cfg.train_dataloader.batch_size == 2
+    assert cfg.param_scheduler[0].end == 1500 and cfg.param_scheduler[0].start_factor == 1e-6
+
+
+@pytest.mark.skipif(not importlib.util.find_spec('mmseg'), reason='needs mmseg')
+@pytest.mark.parametrize('key', ['6b', '300m', 'demo'])
+def test_adapter_config_trains_a_step_and_predicts(key):
+    """Each config's model at the same depth but 32 wide: one CPU training step (the ViT
+    frozen where the recipe says so, the adapter learning), then slide/whole inference."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    from backbones.intern_vit import resolve_arch
+
+    cfg = _config(key)
+    init_default_scope('mmseg')
+    model_cfg = copy.deepcopy(cfg.model)
+    b = model_cfg.backbone
+    b.arch = dict(resolve_arch(b.arch), embed_dims=32, num_heads=2, mlp_ratio=1.0)
+    b.update(deform_num_heads=2, conv_inplane=8)
+    b.pop('init_cfg', None)
+    for head in ('decode_head', 'auxiliary_head'):
+        if model_cfg.get(head):
+            ic = model_cfg[head].in_channels
+            model_cfg[head].in_channels = [32] * len(ic) if isinstance(ic, list) else 32
+            model_cfg[head].channels = 16
+    model_cfg.data_preprocessor.size = (64, 64)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    ow = copy.deepcopy(cfg.optim_wrapper)
+    if ow.type == 'AmpOptimWrapper':  # bf16 autocast is GPU-only in MMEngine
+        ow.type = 'OptimWrapper'
+        ow.pop('dtype', None)
+    optim_wrapper = build_optim_wrapper(model, ow)
+    groups = optim_wrapper.optimizer.param_groups
+    level_embed = model.backbone.level_embed
+    assert any(g['weight_decay'] == 0 and any(p is level_embed for p in g['params'])
+               for g in groups)
+
+    def batch(n):
+        samples = []
+        for _ in range(n):
+            s = SegDataSample()
+            s.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, 64, 64)))
+            s.set_metainfo(dict(img_shape=(64, 64), ori_shape=(64, 64)))
+            samples.append(s)
+        return dict(inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+                            for _ in range(n)], data_samples=samples)
+
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    model.train()
+    log_vars = model.train_step(batch(2), optim_wrapper)
+    assert torch.isfinite(torch.as_tensor(log_vars['loss']))
+    changed = {n for n, p in model.backbone.named_parameters()
+               if not torch.equal(p.detach(), before[n])}
+    assert 'spm.fc1.weight' in changed and 'interactions.3.extractor.ffn.fc1.weight' in changed
+    if cfg.model.backbone.get('frozen'):
+        assert not any(n for n in changed if not model.backbone.is_adapter_param(n))
+    else:
+        assert 'blocks.0.attn.qkv.weight' in changed
+    model.eval()
+    preds = model.test_step(batch(1))
+    assert preds[0].pred_sem_seg.data.shape == (1, 64, 64)
+
+
 # --------------------------------------------------------------------------- training
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(REPO, 'configs', 'demo',

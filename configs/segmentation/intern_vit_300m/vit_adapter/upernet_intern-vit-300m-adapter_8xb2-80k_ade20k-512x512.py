@@ -4,7 +4,9 @@
 # The 448px InternViT-300M weights have patch 14 (32x32 position grid); at patch 16 with
 # pretrain_size 448 the loader resamples the patch embedding to 16x16 and the position grid to
 # 28x28, and the forward resamples it to 32x32 for 512 crops.
-_base_ = ['../../intern_vit_6b/vit_adapter/upernet_intern-vit-6b-adapter_8xb2-80k_ade20k-512x512.py']
+_base_ = [
+    '../../intern_vit_6b/vit_adapter/upernet_intern-vit-6b-adapter_8xb2-80k_ade20k-512x512.py'
+]
 
 pretrained = 'pretrained/InternViT-300M-448px'  # Hugging Face directory, .safetensors or .pth
 
