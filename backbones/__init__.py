@@ -12,3 +12,4 @@ from .pyramid import SimpleFeaturePyramid  # noqa: E402,F401
 from .adapter import InternViTAdapter  # noqa: E402,F401
 from .engine import AtomicLocalBackend, NonFiniteLossHook  # noqa: E402,F401
 from .safe_load import SafeCheckpointStateHook  # noqa: E402,F401
+from .strategies import DeepSpeedZeroStrategy, ExportConsolidatedHook, FSDP2Strategy  # noqa: E402,F401

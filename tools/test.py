@@ -58,6 +58,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file not found: {args.config}')
+    if osp.isdir(args.checkpoint) and osp.isfile(osp.join(args.checkpoint, '.metadata')):
+        parser.error(f'{args.checkpoint} is a sharded (FSDP2) checkpoint folder; write one file '
+                     f'with `python tools/model_converters/consolidate_checkpoint.py '
+                     f'{args.checkpoint} OUT.pth` and test OUT.pth')
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint not found: {args.checkpoint}')
     if 'LOCAL_RANK' not in os.environ:

@@ -29,6 +29,9 @@ if ROOT not in sys.path:  # run from a checkout that is not pip-installed
 from mmengine.config import Config, DictAction  # noqa: E402
 
 SCOPES = ('mmseg', 'mmdet')
+STRATEGY_DIR = osp.join(ROOT, 'configs', '_base_', 'strategies')
+STRATEGIES = sorted(osp.splitext(f)[0] for f in os.listdir(STRATEGY_DIR) if f.endswith('.py')) \
+    if osp.isdir(STRATEGY_DIR) else []
 SAFE_HOOK = 'SafeCheckpointStateHook'
 
 
@@ -45,6 +48,10 @@ def parse_args(argv=None):
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, as key=value pairs (xxx=yyy); lists as '
              'key="[a,b]" or key=a,b, nested as key="[(a,b),(c,d)]", quoted, no spaces')
+    parser.add_argument(
+        '--strategy', choices=STRATEGIES, default=None,
+        help='distributed engine, replacing the config\'s runner_type/strategy with '
+             'configs/_base_/strategies/<name>.py (ddp: the plain Runner)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
@@ -89,6 +96,16 @@ def add_safe_checkpoint_hook(cfg):
     if not any(isinstance(h, dict) and h.get('type') == SAFE_HOOK for h in hooks):
         hooks.append(dict(type=SAFE_HOOK))
     cfg.custom_hooks = hooks
+
+
+def apply_strategy(cfg, name):
+    """Replace (not merge: keys of another engine must not leak) the config's engine."""
+    piece = Config.fromfile(osp.join(STRATEGY_DIR, f'{name}.py'))
+    cfg.runner_type = piece.runner_type
+    if piece.get('strategy') is None:
+        cfg.pop('strategy', None)
+    else:
+        cfg.strategy = piece.strategy
 
 
 def add_reliability(cfg):
@@ -171,6 +188,8 @@ def main(argv=None):
 
     if args.amp:
         enable_amp(cfg, args.config, parser)
+    if args.strategy:
+        apply_strategy(cfg, args.strategy)
 
     check_data(cfg, args.config, parser)
     check_devices(cfg, args, parser)

@@ -1,0 +1,841 @@
+"""MMEngine training strategies for training a 6B backbone on many GPUs (``FlexibleRunner``).
+
+* :class:`FSDP2Strategy` (``strategy=dict(type='FSDP2Strategy', ...)``): PyTorch's FSDP2
+  (``torch.distributed.fsdp.fully_shard``). Each module of a ``wrap_modules`` class (default: the
+  InternViT :class:`~backbones.layers.Block`) becomes its own sharded parameter group, then the
+  root takes the rest (stem, neck, heads). The optimizer is built *after* sharding from the
+  sharded (DTensor) parameters, whose names do not change, so layer-wise lr decay groups and
+  ``paramwise_cfg`` work as without sharding. Checkpoints are sharded
+  (``torch.distributed.checkpoint``, one folder per checkpoint);
+  :meth:`FSDP2Strategy.export_consolidated`, :class:`ExportConsolidatedHook` and
+  :func:`consolidate_checkpoint` write the usual single-file ``{'meta', 'state_dict'}`` that
+  ``mmengine.runner.load_checkpoint``, the plain ``Runner`` and ``tools/test.py`` load. Unlike
+  FSDP1 it also runs on the CPU (gloo), which is how the tests check it.
+* :class:`DeepSpeedZeroStrategy`: MMEngine's ``DeepSpeedStrategy`` (ZeRO stage 1/2/3) made to
+  take our configs unchanged: the config's ``OptimWrapper``/``AmpOptimWrapper`` (with the
+  layer-decay constructor) becomes a ``DeepSpeedOptimWrapper``, its ``clip_grad`` and
+  ``accumulative_counts`` become DeepSpeed's ``gradient_clipping`` and
+  ``gradient_accumulation_steps``, and the forward runs under bf16 autocast so that InternViT's
+  float32 feature maps meet the bf16 heads. Without ``deepspeed`` it raises an ``ImportError``
+  that says what to do.
+* ``internvit_block_auto_wrap_policy`` (in MMEngine's ``FUNCTIONS``): auto-wrap policy at block
+  granularity for MMEngine's own ``FSDPStrategy`` (FSDP1, CUDA only).
+
+No mmseg/mmdet imports here.
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import importlib
+import importlib.util
+import logging
+import os
+import os.path as osp
+import re
+import tempfile
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from mmengine._strategy import DDPStrategy, DeepSpeedStrategy
+from mmengine._strategy.deepspeed import MMDeepSpeedEngineWrapper
+from mmengine.config import Config, ConfigDict
+from mmengine.device import get_device
+from mmengine.dist import get_rank, init_dist, is_distributed
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import BaseDataPreprocessor, revert_sync_batchnorm
+from mmengine.optim import BaseOptimWrapper
+from mmengine.registry import FUNCTIONS, HOOKS, STRATEGIES
+from torch.optim import Optimizer
+
+from .layers import Block
+
+__all__ = ['FSDP2Strategy', 'DeepSpeedZeroStrategy', 'ExportConsolidatedHook',
+           'build_mp_policy', 'shard_model', 'modules_to_shard', 'consolidate_checkpoint',
+           'internvit_block_auto_wrap_policy', 'to_deepspeed_optim_wrapper',
+           'is_sharded_checkpoint']
+
+# Written by rank 0 into each sharded checkpoint folder, after the tensors: the non-tensor part
+# of the checkpoint (meta, message_hub, param_schedulers, optimizer param_groups). Loaded with
+# ``torch.load(weights_only=True)``; its presence marks a complete checkpoint.
+EXTRA_FILE = 'extra_state.pth'
+_DTYPES = {'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16, 'float16': torch.float16,
+           'fp16': torch.float16, 'half': torch.float16, 'float32': torch.float32,
+           'fp32': torch.float32, 'float': torch.float32}
+_MP_KEYS = ('param_dtype', 'reduce_dtype', 'output_dtype', 'cast_forward_inputs')
+
+
+def _log(msg: str, level: int = logging.INFO) -> None:
+    print_log(msg, logger='current', level=level)
+
+
+def _dtype(value: Union[None, str, torch.dtype], what: str) -> Optional[torch.dtype]:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str) and value in _DTYPES:
+        return _DTYPES[value]
+    raise ValueError(f'{what}: unknown dtype {value!r}; use one of {sorted(_DTYPES)} or None')
+
+
+# --------------------------------------------------------------------------- sharding
+def build_mp_policy(cfg: Optional[dict]):
+    """A ``MixedPrecisionPolicy`` from a config dict (dtypes as strings), or the no-op policy.
+
+    Args:
+        cfg (dict, optional): Keys ``param_dtype`` (dtype of the all-gathered parameters the
+            forward/backward compute with, e.g. ``'bfloat16'``), ``reduce_dtype`` (dtype of the
+            gradient reduce-scatter, e.g. ``'float32'``), ``output_dtype`` and
+            ``cast_forward_inputs`` (bool). None: parameters stay in their stored dtype.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+    if cfg is None:
+        return MixedPrecisionPolicy()
+    unknown = sorted(set(cfg) - set(_MP_KEYS))
+    if unknown:
+        raise ValueError(f'mixed precision: unknown keys {unknown}; expected some of '
+                         f'{list(_MP_KEYS)}')
+    return MixedPrecisionPolicy(
+        param_dtype=_dtype(cfg.get('param_dtype'), 'param_dtype'),
+        reduce_dtype=_dtype(cfg.get('reduce_dtype'), 'reduce_dtype'),
+        output_dtype=_dtype(cfg.get('output_dtype'), 'output_dtype'),
+        cast_forward_inputs=bool(cfg.get('cast_forward_inputs', True)))
+
+
+def _resolve_wrap_classes(wrap_modules: Optional[Sequence[Union[str, type]]]
+                          ) -> Tuple[Tuple[type, ...], Tuple[str, ...]]:
+    """Classes and bare class names to shard on their own. Dotted strings are imported."""
+    if wrap_modules is None:
+        return (Block,), ()
+    if isinstance(wrap_modules, (str, type)):
+        wrap_modules = [wrap_modules]
+    classes, names = [], []
+    for item in wrap_modules:
+        if isinstance(item, type):
+            classes.append(item)
+        elif isinstance(item, str) and '.' in item:
+            module_name, _, cls_name = item.rpartition('.')
+            try:
+                classes.append(getattr(importlib.import_module(module_name), cls_name))
+            except (ImportError, AttributeError) as e:
+                raise ValueError(f'wrap_modules: cannot import {item!r} ({e})') from None
+        elif isinstance(item, str):
+            names.append(item)
+        else:
+            raise TypeError(f'wrap_modules entries must be classes or class names, got {item!r}')
+    return tuple(classes), tuple(names)
+
+
+def _matches(module: nn.Module, classes: Tuple[type, ...], names: Tuple[str, ...]) -> bool:
+    return isinstance(module, classes) or type(module).__name__ in names
+
+
+def modules_to_shard(model: nn.Module, wrap_modules: Optional[Sequence[Union[str, type]]] = None
+                     ) -> List[Tuple[str, nn.Module]]:
+    """``(name, module)`` of every submodule (not the root) of a ``wrap_modules`` class, in
+    ``named_modules`` order (parents before children).
+
+    Args:
+        model (nn.Module): The model.
+        wrap_modules (Sequence[str | type], optional): Classes, bare class names (matched
+            against ``type(m).__name__``) or dotted import paths. None: InternViT's ``Block``.
+    """
+    classes, names = _resolve_wrap_classes(wrap_modules)
+    return [(n, m) for n, m in model.named_modules() if n and _matches(m, classes, names)]
+
+
+def shard_model(model: nn.Module, mesh=None,
+                wrap_modules: Optional[Sequence[Union[str, type]]] = None,
+                mixed_precision: Optional[dict] = None,
+                root_mixed_precision: Optional[dict] = None,
+                reshard_after_forward: bool = True) -> List[str]:
+    """Apply ``fully_shard`` to each ``wrap_modules`` submodule (innermost first), then the root.
+
+    Args:
+        model (nn.Module): Model to shard in place (its class becomes an ``FSDPModule``).
+        mesh (DeviceMesh, optional): 1-D data-parallel mesh; default: all ranks on the current
+            device type.
+        wrap_modules: See :func:`modules_to_shard`.
+        mixed_precision (dict, optional): Policy of the wrapped modules, see
+            :func:`build_mp_policy`.
+        root_mixed_precision (dict, optional): Policy of the root group (everything outside
+            the wrapped modules: stem, neck, heads). Default: none, so those stay float32 and
+            receive InternViT's float32 maps as they do without sharding.
+        reshard_after_forward (bool): True: free the gathered parameters after each module's
+            forward and gather them again in backward (ZeRO-3 / ``FULL_SHARD``). False: keep
+            them until backward (ZeRO-2-like ``SHARD_GRAD_OP``: less communication, more memory).
+
+    Returns:
+        list[str]: Names of the modules sharded on their own.
+    """
+    from torch.distributed.fsdp import fully_shard
+    wrapped = modules_to_shard(model, wrap_modules)
+    if not wrapped:
+        _log(f'FSDP2: no submodule of {wrap_modules or ["Block"]} in '
+             f'{type(model).__name__}; only the root is sharded', logging.WARNING)
+    policy = build_mp_policy(mixed_precision)
+    root_policy = build_mp_policy(root_mixed_precision)
+    inside = {id(p) for _, m in wrapped for p in m.parameters()}
+    groups = [(n, m.parameters()) for n, m in wrapped]
+    groups.append(('the root group (parameters outside wrap_modules)',
+                   (p for p in model.parameters() if id(p) not in inside)))
+    for name, params in groups:
+        dtypes = sorted({str(p.dtype) for p in params if p.requires_grad})
+        if len(dtypes) > 1:  # frozen parameters may differ; trainable ones may not
+            raise ValueError(
+                f'FSDP2: the trainable parameters of {name} mix dtypes {dtypes}; one sharded '
+                f'group reduces its gradients in one dtype. Keep trainable parameters in one '
+                f'dtype, or list the modules holding the others in wrap_modules.')
+    for _, module in reversed(wrapped):
+        fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward,
+                    mp_policy=policy)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward,
+                mp_policy=root_policy)
+    return [n for n, _ in wrapped]
+
+
+def is_sharded_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a checkpoint folder written by :class:`FSDP2Strategy`."""
+    return osp.isdir(path) and osp.isfile(osp.join(path, '.metadata'))
+
+
+def _atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the target folder, fsync, then rename into place."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _load_extra(path: str) -> dict:
+    from .safe_load import load_from_local_weights_only
+    extra_file = osp.join(path, EXTRA_FILE)
+    if not osp.isfile(extra_file):
+        raise FileNotFoundError(
+            f'{path} holds sharded tensors but no {EXTRA_FILE}: the save did not finish '
+            f'(a crash while checkpointing?). Resume from an earlier checkpoint.')
+    return load_from_local_weights_only(extra_file, map_location='cpu')
+
+
+def consolidate_checkpoint(src: str, dst: str) -> dict:
+    """Turn a sharded :class:`FSDP2Strategy` checkpoint folder into one mmengine checkpoint file.
+
+    Runs in one process without GPUs or a process group, for any number of ranks that wrote
+    ``src``, and reads only the model tensors (not the optimizer state). ``dst`` gets
+    ``{'meta': ..., 'state_dict': ...}`` (float32, the names of the unsharded model), which
+    ``mmengine.runner.load_checkpoint``, the plain ``Runner`` and ``tools/test.py`` load.
+
+    Note: the ``.metadata`` file of a ``torch.distributed.checkpoint`` folder is a pickle, so
+    only consolidate folders you (or someone you trust) wrote.
+
+    Returns:
+        dict: What was written.
+    """
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+    if not is_sharded_checkpoint(src):
+        raise FileNotFoundError(f'{src} is not a sharded checkpoint folder (no .metadata)')
+    extra = _load_extra(src)
+    loaded = _load_state_dict_from_keys(keys={'state_dict'}, checkpoint_id=src)
+    state_dict = {k: v.detach().cpu() for k, v in loaded['state_dict'].items()}
+    meta = dict(extra.get('meta', {}))
+    meta['consolidated_from'] = osp.abspath(src)
+    out = {'meta': meta, 'state_dict': state_dict}
+    _atomic_torch_save(out, dst)
+    return out
+
+
+def _revise_keys(state_dict: dict, revise_keys: Iterable[Tuple[str, str]]) -> dict:
+    for pattern, repl in revise_keys:
+        state_dict = {re.sub(pattern, repl, k): v for k, v in state_dict.items()}
+    return state_dict
+
+
+# --------------------------------------------------------------------------- FSDP2
+@STRATEGIES.register_module()
+class FSDP2Strategy(DDPStrategy):
+    """Fully sharded data parallel training with FSDP2 (``torch.distributed.fsdp.fully_shard``).
+
+    Use with ``runner_type = 'FlexibleRunner'`` (see ``configs/_base_/strategies/``)::
+
+        strategy = dict(type='FSDP2Strategy',
+                        mixed_precision=dict(param_dtype='bfloat16', reduce_dtype='float32'))
+
+    Args:
+        wrap_modules (Sequence[str | type], optional): Module classes sharded (all-gathered,
+            freed, reduce-scattered) one at a time: classes, bare class names or dotted import
+            paths. Default: InternViT's ``Block`` (``backbones.layers.Block``), which also covers
+            the blocks inside ``InternViTAdapter``. Everything else forms the root group.
+        mixed_precision (dict, optional): ``MixedPrecisionPolicy`` of the wrapped modules, e.g.
+            ``dict(param_dtype='bfloat16', reduce_dtype='float32')``: the sharded parameters,
+            gradients and optimizer states stay float32, the blocks compute in bf16, gradients
+            are reduced in float32. None: no casting. An ``AmpOptimWrapper`` in the config is
+            then redundant and is replaced by an ``OptimWrapper`` (logged).
+        root_mixed_precision (dict, optional): Policy of the root group (stem, neck, heads);
+            default none, so heads stay float32 as without sharding.
+        reshard_after_forward (bool): True (``FULL_SHARD``, ZeRO-3): parameters are gathered
+            again in backward. False (``SHARD_GRAD_OP``, ZeRO-2-like): gathered parameters are
+            kept from forward to backward.
+        sync_bn (str, optional): ``'torch'`` or ``'mmcv'`` to convert BatchNorm layers.
+        **kwargs: :class:`mmengine._strategy.BaseStrategy` arguments (``work_dir``,
+            ``env_kwargs``, ...). When no launcher started the processes, a one-process group is
+            created so that a single process trains exactly as one rank does.
+
+    InternViT's activation checkpointing (``with_cp=True``) composes with the sharding: the
+    recomputation inside backward reuses the parameters gathered for backward.
+    Checkpoints: ``save_checkpoint(filename)`` writes a folder ``filename`` with the sharded
+    model and optimizer tensors (``torch.distributed.checkpoint``, which reshards on load: the
+    number of ranks may change between save and resume) plus ``extra_state.pth`` (meta,
+    message hub, schedulers, optimizer param groups; weights-only loadable). ``load_checkpoint`` (``load_from``) takes such a folder or any
+    single-file checkpoint (read on rank 0 and broadcast); ``resume`` takes such a folder.
+    """
+
+    def __init__(self,
+                 *,
+                 wrap_modules: Optional[Sequence[Union[str, type]]] = None,
+                 mixed_precision: Optional[dict] = None,
+                 root_mixed_precision: Optional[dict] = None,
+                 reshard_after_forward: bool = True,
+                 sync_bn: Optional[str] = None,
+                 **kwargs) -> None:
+        if 'model_wrapper' in kwargs:
+            raise TypeError('FSDP2Strategy does not take model_wrapper: it shards the model in '
+                            'place with fully_shard (see wrap_modules / mixed_precision)')
+        # Validate before BaseStrategy.__init__ sets up the process group.
+        _resolve_wrap_classes(wrap_modules)
+        build_mp_policy(mixed_precision)
+        build_mp_policy(root_mixed_precision)
+        if not isinstance(reshard_after_forward, bool):
+            raise TypeError(f'reshard_after_forward must be a bool, got {reshard_after_forward!r}')
+        super().__init__(sync_bn=sync_bn, **kwargs)
+        self.wrap_modules = wrap_modules
+        self.mixed_precision = copy.deepcopy(mixed_precision)
+        self.root_mixed_precision = copy.deepcopy(root_mixed_precision)
+        self.reshard_after_forward = reshard_after_forward
+
+    # ------------------------------------------------------------------ setup
+    def _setup_distributed(self, launcher: str = 'pytorch', backend: str = 'nccl',
+                           **kwargs) -> None:
+        """Like MMEngine's, but usable without CUDA: NCCL becomes gloo and the ``pytorch``
+        launcher does not call ``torch.cuda.set_device``."""
+        if is_distributed():
+            return
+        if torch.cuda.is_available():
+            init_dist(launcher, backend, **kwargs)
+            return
+        if backend == 'nccl':
+            _log('FSDP2Strategy: no CUDA device, using the gloo backend instead of nccl',
+                 logging.WARNING)
+            backend = 'gloo'
+        if launcher != 'pytorch':
+            init_dist(launcher, backend, **kwargs)
+            return
+        if kwargs.get('timeout') is not None:
+            kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+        dist.init_process_group(backend=backend, **kwargs)
+
+    def _device(self) -> torch.device:
+        device = torch.device(get_device())
+        if device.type == 'cuda' and device.index is None:
+            device = torch.device('cuda', torch.cuda.current_device())
+        return device
+
+    def _wrap_model(self, model: nn.Module) -> nn.Module:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import FSDPModule
+        if isinstance(model, FSDPModule):
+            return model
+        device = self._device()
+        if not dist.is_initialized():
+            # Launched without torchrun/slurm: one rank of its own, so that sharding, mixed
+            # precision and checkpoints behave as on N ranks.
+            dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo',
+                                    store=dist.HashStore(), rank=0, world_size=1)
+            self._rank, self._world_size = 0, 1
+        model = self.convert_model(model)
+        if device.type == 'cpu':  # SyncBatchNorm has no CPU implementation
+            model = revert_sync_batchnorm(model)
+        for module in model.modules():
+            # fully_shard moves parameters and buffers but not the preprocessor's notion of
+            # its device, which decides where the batch goes.
+            if isinstance(module, BaseDataPreprocessor):
+                module.to(device)
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+        names = shard_model(model, mesh, self.wrap_modules, self.mixed_precision,
+                            self.root_mixed_precision, self.reshard_after_forward)
+        self.logger.info(
+            f'FSDP2: sharded {len(names)} modules ({", ".join(names[:3])}'
+            f'{", ..." if len(names) > 3 else ""}) and the root over {dist.get_world_size()} '
+            f'{device.type} ranks; mixed_precision={self.mixed_precision}, '
+            f'root_mixed_precision={self.root_mixed_precision}, '
+            f'reshard_after_forward={self.reshard_after_forward}')
+        return model
+
+    def build_optim_wrapper(self, optim_wrapper: Union[Optimizer, BaseOptimWrapper, dict],
+                            model: Optional[nn.Module] = None) -> BaseOptimWrapper:
+        """Build the optimizer wrapper from the *sharded* model's parameters.
+
+        It must be a config: an optimizer built beforehand holds the parameters that
+        ``fully_shard`` has replaced. With ``mixed_precision`` set, an ``AmpOptimWrapper``
+        config becomes an ``OptimWrapper`` (FSDP2 already computes in ``param_dtype``).
+        """
+        if isinstance(optim_wrapper, (Optimizer, BaseOptimWrapper)):
+            raise TypeError('FSDP2Strategy builds the optimizer after sharding the model: pass '
+                            'optim_wrapper as a config dict, not a built '
+                            f'{type(optim_wrapper).__name__}')
+        if isinstance(optim_wrapper, (dict, ConfigDict, Config)):
+            optim_wrapper = copy.deepcopy(optim_wrapper)
+            wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
+            if self.mixed_precision is not None and wrapper_type in ('AmpOptimWrapper',):
+                dropped = {k: optim_wrapper.pop(k) for k in ('dtype', 'loss_scale', 'use_fsdp')
+                           if k in optim_wrapper}
+                optim_wrapper['type'] = 'OptimWrapper'
+                self.logger.info(f'FSDP2Strategy: mixed precision comes from '
+                                 f'{self.mixed_precision}; AmpOptimWrapper {dropped} replaced '
+                                 f'by OptimWrapper')
+        return super().build_optim_wrapper(optim_wrapper, model)
+
+    # ------------------------------------------------------------------ state dicts
+    def _optimizer(self) -> Optimizer:
+        return self.optim_wrapper.optimizer
+
+    def model_state_dict(self) -> dict:
+        """Sharded model state dict (DTensor values, unchanged names)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+        return get_model_state_dict(self.model)
+
+    def full_model_state_dict(self) -> dict:
+        """Unsharded float32 model state dict on rank 0's CPU (empty on other ranks).
+        Collective: every rank must call it."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                             get_model_state_dict)
+        state_dict = get_model_state_dict(
+            self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if dist.get_world_size() == 1:  # one CPU rank: those are the live parameters
+            state_dict = {k: v.detach().clone() for k, v in state_dict.items()}
+        return state_dict
+
+    def optim_state_dict(self) -> dict:
+        """Sharded optimizer state dict keyed by parameter name."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+        return get_optimizer_state_dict(self.model, self._optimizer())
+
+    def load_model_state_dict(self, state_dict: dict, *, strict: bool = False,
+                              revise_keys: list = [(r'^module.', '')]) -> None:  # noqa: B006
+        """Load an unsharded state dict present on rank 0 (other ranks may pass ``{}``)."""
+        self._load_full_model_state(state_dict, strict=strict, revise_keys=revise_keys)
+
+    def load_optim_state_dict(self, state_dict: dict) -> None:
+        """Load a sharded optimizer state dict as returned by :meth:`optim_state_dict`."""
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+        set_optimizer_state_dict(self.model, self._optimizer(), state_dict)
+
+    def _load_full_model_state(self, state_dict: Optional[dict], strict: bool,
+                               revise_keys: Iterable[Tuple[str, str]]) -> None:
+        """Rank 0's unsharded ``state_dict`` into the sharded model (broadcast from rank 0).
+
+        Unexpected keys and shape mismatches are dropped and, like missing keys, reported as
+        MMEngine's loader does; with ``strict=True`` any of them raises on every rank.
+        """
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                             set_model_state_dict)
+        error = None
+        if get_rank() == 0:
+            state_dict = _revise_keys(dict(state_dict or {}), revise_keys)
+            shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+            unexpected = sorted(k for k in state_dict if k not in shapes)
+            missing = sorted(k for k in shapes if k not in state_dict)
+            mismatched = sorted(
+                f'{k}: checkpoint {tuple(v.shape)}, model {shapes[k]}'
+                for k, v in state_dict.items()
+                if k in shapes and torch.is_tensor(v) and tuple(v.shape) != shapes[k])
+            state_dict = {k: v for k, v in state_dict.items()
+                          if k in shapes and (not torch.is_tensor(v)
+                                              or tuple(v.shape) == shapes[k])}
+            report = []
+            if unexpected:
+                report.append(f'unexpected key in source state_dict: {", ".join(unexpected)}')
+            if missing:
+                report.append(f'missing keys in source state_dict: {", ".join(missing)}')
+            if mismatched:
+                report.append(f'size mismatch (not loaded): {"; ".join(mismatched)}')
+            if report and strict:
+                error = 'Error(s) in loading state_dict:\n' + '\n'.join(report)
+            elif report:
+                self.logger.warning('\n'.join(report))
+        else:
+            state_dict = {}
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            raise RuntimeError(box[0])
+        set_model_state_dict(
+            self.model, state_dict,
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
+                                     strict=False))
+
+    # ------------------------------------------------------------------ saving
+    def save_checkpoint(self, filename: str, *, save_optimizer: bool = True,
+                        save_param_scheduler: bool = True, extra_ckpt: Optional[dict] = None,
+                        callback: Optional[Callable] = None) -> None:
+        """Write a sharded checkpoint folder ``filename``. Collective: every rank calls it.
+
+        ``callback`` (the runner's ``before_save_checkpoint`` hooks) sees the whole checkpoint
+        with the sharded ``state_dict`` and ``optimizer``; the tensors go to
+        ``torch.distributed.checkpoint`` files, the rest to ``extra_state.pth`` (rank 0), written
+        last so that its presence marks a complete checkpoint.
+        """
+        import mmengine
+        import torch.distributed.checkpoint as dcp
+        from mmengine.utils import get_git_hash
+
+        from .safe_load import make_checkpoint_weights_only_safe
+        if osp.isfile(filename):
+            raise FileExistsError(f'{filename} is a file; FSDP2Strategy writes a checkpoint '
+                                  f'folder there')
+        checkpoint: Dict[str, Any] = {'state_dict': self.model_state_dict()}
+        if save_optimizer and hasattr(self, 'optim_wrapper'):
+            if self._optimizer().state:
+                checkpoint['optimizer'] = self.optim_state_dict()
+            else:  # no step yet: nothing to save (reading it would take a fake step)
+                checkpoint['optimizer'] = {'state': {}, 'param_groups': None}
+        if save_param_scheduler and hasattr(self, 'param_schedulers'):
+            checkpoint['param_schedulers'] = self.scheduler_state_dict()
+        extra_ckpt = dict(extra_ckpt or {})
+        meta = dict(extra_ckpt.pop('meta', None) or {})
+        meta.update(seed=self.seed, time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
+                    mmengine=mmengine.__version__ + get_git_hash(),
+                    world_size=dist.get_world_size(), strategy=type(self).__name__)
+        checkpoint['meta'] = meta
+        checkpoint.update(extra_ckpt)
+        if callback is not None:
+            callback(checkpoint)
+
+        tensors = {'state_dict': checkpoint.pop('state_dict')}
+        optimizer = checkpoint.pop('optimizer', None)
+        if optimizer is not None:
+            tensors['optimizer_state'] = optimizer['state']
+            checkpoint['optimizer_param_groups'] = optimizer['param_groups']
+            checkpoint['optim_wrapper_extra'] = self._optim_wrapper_extra()
+        # Unsharded entries (buffers such as BatchNorm statistics, optimizer step counts) are
+        # written from rank 0, as DDP checkpoints and export_consolidated do.
+        dcp.save(tensors, checkpoint_id=filename,
+                 planner=dcp.DefaultSavePlanner(dedup_save_to_lowest_rank=True))
+        if get_rank() == 0:
+            _atomic_torch_save(make_checkpoint_weights_only_safe(checkpoint),
+                               osp.join(filename, EXTRA_FILE))
+        dist.barrier()
+
+    def _optim_wrapper_extra(self) -> dict:
+        # What an OptimWrapper keeps besides its optimizer: the pseudo param group MMEngine
+        # schedules and logs as base_lr, and an AmpOptimWrapper's loss scaler.
+        extra = {}
+        if getattr(self.optim_wrapper, 'base_param_settings', None) is not None:
+            extra['base_param_settings'] = copy.deepcopy(self.optim_wrapper.base_param_settings)
+        scaler = getattr(self.optim_wrapper, 'loss_scaler', None)
+        if scaler is not None and hasattr(scaler, 'state_dict'):
+            extra['loss_scaler'] = scaler.state_dict()
+        return extra
+
+    def _load_optim_wrapper_extra(self, extra: dict) -> None:
+        if 'base_param_settings' in extra:
+            self.optim_wrapper.base_param_settings = extra['base_param_settings']
+        scaler = getattr(self.optim_wrapper, 'loss_scaler', None)
+        if 'loss_scaler' in extra and scaler is not None:
+            scaler.load_state_dict(extra['loss_scaler'])
+
+    def export_consolidated(self, filename: str, meta: Optional[dict] = None) -> None:
+        """Write the unsharded float32 model as one mmengine checkpoint file on rank 0
+        (``{'meta': ..., 'state_dict': ...}``). Collective: every rank calls it."""
+        state_dict = self.full_model_state_dict()
+        if get_rank() == 0:
+            meta = dict(meta or {})
+            meta.setdefault('seed', self.seed)
+            meta.setdefault('time', time.strftime('%Y%m%d_%H%M%S', time.localtime()))
+            _atomic_torch_save({'meta': meta, 'state_dict': state_dict}, filename)
+        dist.barrier()
+
+    # ------------------------------------------------------------------ loading
+    def _load_sharded(self, path: str, *, model: bool = True, optimizer: bool = False,
+                      strict: bool = True) -> dict:
+        """DCP-load the model (and optimizer) tensors of ``path`` in place."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import DefaultLoadPlanner
+        from torch.distributed.checkpoint.state_dict import (get_optimizer_state_dict,
+                                                             set_model_state_dict)
+        target: Dict[str, Any] = {}
+        if model:
+            target['state_dict'] = self.model_state_dict()
+        if optimizer:
+            target['optimizer_state'] = get_optimizer_state_dict(
+                self.model, self._optimizer())['state']
+        dcp.load(target, checkpoint_id=path,
+                 planner=DefaultLoadPlanner(allow_partial_load=not strict))
+        if model:
+            set_model_state_dict(self.model, target['state_dict'])
+        return target
+
+    def load_checkpoint(self, filename: str, *, map_location: Union[str, Callable] = 'cpu',
+                        strict: bool = False,
+                        revise_keys: list = [(r'^module.', '')],  # noqa: B006
+                        callback: Optional[Callable] = None) -> dict:
+        """Load model weights (``load_from``): a sharded checkpoint folder, or a single-file
+        checkpoint (``{'state_dict': ...}`` or a bare state dict; any path or URL MMEngine
+        reads) read on rank 0 and broadcast to the shards."""
+        from mmengine.runner.checkpoint import _load_checkpoint
+        self.logger.info(f'Load checkpoint from {filename}')
+        if is_sharded_checkpoint(filename):
+            extra = _load_extra(filename)
+            if callback is not None:
+                callback(extra)
+            self._load_sharded(filename, model=True, strict=strict)
+            return extra
+        if get_rank() == 0:
+            checkpoint = _load_checkpoint(filename, map_location='cpu')
+            if not isinstance(checkpoint, dict):
+                raise TypeError(f'{filename}: expected a dict, got {type(checkpoint).__name__}')
+            state_dict = checkpoint.pop('state_dict', None)
+            if state_dict is None:  # a bare state dict
+                state_dict, checkpoint = checkpoint, {}
+            checkpoint.pop('optimizer', None)
+        else:
+            state_dict, checkpoint = {}, None
+        box = [checkpoint]
+        dist.broadcast_object_list(box, src=0)
+        checkpoint = box[0]
+        checkpoint['state_dict'] = state_dict
+        if callback is not None:
+            callback(checkpoint)
+        self._load_full_model_state(checkpoint.pop('state_dict'), strict=strict,
+                                    revise_keys=revise_keys)
+        return checkpoint
+
+    def resume(self, filename: str, *, resume_optimizer: bool = True,
+               resume_param_scheduler: bool = True,
+               map_location: Union[str, Callable] = 'default',
+               callback: Optional[Callable] = None) -> dict:
+        """Resume model, optimizer, schedulers and seed from a sharded checkpoint folder."""
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+        self.logger.info(f'Resume checkpoint from {filename}')
+        if not is_sharded_checkpoint(filename):
+            raise ValueError(
+                f'FSDP2Strategy resumes from the checkpoint folders it saves; {filename} is not '
+                f'one. To start from a single-file checkpoint use load_from instead of resume.')
+        extra = _load_extra(filename)
+        if callback is not None:
+            callback(extra)
+        param_groups = extra.pop('optimizer_param_groups', None)
+        with_optimizer = (resume_optimizer and hasattr(self, 'optim_wrapper')
+                          and param_groups is not None)
+        if resume_optimizer and hasattr(self, 'optim_wrapper') and param_groups is None:
+            self.logger.warning(f'{filename} has no optimizer state; the optimizer starts fresh')
+        target = self._load_sharded(filename, model=True, optimizer=with_optimizer, strict=True)
+        if with_optimizer:
+            set_optimizer_state_dict(self.model, self._optimizer(),
+                                     {'state': target['optimizer_state'],
+                                      'param_groups': param_groups})
+            self._load_optim_wrapper_extra(extra.pop('optim_wrapper_extra', {}))
+        if resume_param_scheduler and hasattr(self, 'param_schedulers'):
+            self.load_scheduler_state_dict(extra.pop('param_schedulers'))
+
+        meta = extra.setdefault('meta', {})
+        resumed_seed = meta.get('seed')
+        current_seed = self._randomness.get('seed')
+        if resumed_seed is not None and resumed_seed != current_seed:
+            if current_seed is not None:
+                self.logger.warning(f'The value of random seed in the checkpoint '
+                                    f'"{resumed_seed}" is different from the value in '
+                                    f'`randomness` config "{current_seed}"')
+            self._randomness.update(seed=resumed_seed)
+            self._set_randomness(**self._randomness)
+        if hasattr(self, 'optim_wrapper'):
+            counts = getattr(self.optim_wrapper, '_accumulative_counts', 1)
+            if counts > 1:
+                if 'max_iters' not in self.dispatch_kwargs:
+                    raise ValueError(f'"max_iters" must be specified because '
+                                     f'"accumulative_counts" is {counts}')
+                self.optim_wrapper.initialize_count_status(
+                    self.model, meta.get('iter', 0), self.dispatch_kwargs['max_iters'])
+        return extra
+
+
+@HOOKS.register_module()
+class ExportConsolidatedHook(Hook):
+    """After training, write the unsharded model as one checkpoint file in the work dir.
+
+    For :class:`FSDP2Strategy` runs (a no-op warning otherwise): the result loads with
+    ``tools/test.py CONFIG work_dirs/.../FILENAME`` and the plain ``Runner``.
+
+    Args:
+        filename (str): File name inside ``runner.work_dir``.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, filename: str = 'consolidated.pth') -> None:
+        self.filename = filename
+
+    def after_train(self, runner) -> None:
+        strategy = getattr(runner, 'strategy', None)
+        if not isinstance(strategy, FSDP2Strategy):
+            runner.logger.warning('ExportConsolidatedHook needs FlexibleRunner with '
+                                  'FSDP2Strategy; nothing exported')
+            return
+        path = osp.join(runner.work_dir, self.filename)
+        strategy.export_consolidated(path, meta=dict(iter=runner.iter, epoch=runner.epoch))
+        runner.logger.info(f'consolidated model written to {path}')
+
+
+# --------------------------------------------------------------------------- FSDP1 policy
+@FUNCTIONS.register_module()
+def internvit_block_auto_wrap_policy(module: nn.Module, recurse: bool, nonwrapped_numel: int,
+                                     module_classes: Optional[Sequence[Union[str, type]]] = None
+                                     ) -> bool:
+    """FSDP1 auto-wrap policy (``auto_wrap_policy=dict(type='internvit_block_auto_wrap_policy')``
+    in MMEngine's ``FSDPStrategy`` ``model_wrapper``): one FSDP unit per InternViT ``Block``
+    (or per ``module_classes`` entry, as in :func:`modules_to_shard`)."""
+    if recurse:
+        return True
+    classes, names = _resolve_wrap_classes(module_classes)
+    return _matches(module, classes, names)
+
+
+# --------------------------------------------------------------------------- DeepSpeed
+def to_deepspeed_optim_wrapper(optim_wrapper: dict) -> Tuple[dict, dict]:
+    """Split an ``OptimWrapper``/``AmpOptimWrapper`` config into a ``DeepSpeedOptimWrapper``
+    config and the DeepSpeed config entries it implies.
+
+    ``dtype`` (bfloat16/float16) becomes ``bf16``/``fp16`` ``enabled``, ``clip_grad.max_norm``
+    becomes ``gradient_clipping``, ``accumulative_counts`` becomes
+    ``gradient_accumulation_steps``; ``optimizer``, ``constructor`` and ``paramwise_cfg`` are
+    kept, so layer-wise lr decay groups are built as usual.
+
+    Returns:
+        tuple[dict, dict]: The wrapper config and the DeepSpeed config overrides.
+    """
+    cfg = copy.deepcopy(dict(optim_wrapper))
+    wrapper_type = cfg.pop('type', 'OptimWrapper')
+    if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper', 'DeepSpeedOptimWrapper'):
+        raise ValueError(f'DeepSpeedZeroStrategy: cannot convert optim_wrapper type '
+                         f'{wrapper_type!r}; use OptimWrapper, AmpOptimWrapper or '
+                         f'DeepSpeedOptimWrapper')
+    ds: Dict[str, Any] = {}
+    dtype = cfg.pop('dtype', None)
+    dtype = _dtype(dtype, 'optim_wrapper.dtype') if isinstance(dtype, str) else dtype
+    if dtype == torch.bfloat16:
+        ds['bf16'] = dict(enabled=True)
+    elif dtype == torch.float16:
+        ds['fp16'] = dict(enabled=True)
+    cfg.pop('loss_scale', None)
+    cfg.pop('use_fsdp', None)
+    clip = cfg.pop('clip_grad', None)
+    if clip:
+        if clip.get('type', 'norm') != 'norm' or 'max_norm' not in clip:
+            raise ValueError(f'DeepSpeed clips by global norm only; got clip_grad={clip}')
+        ds['gradient_clipping'] = float(clip['max_norm'])
+    counts = cfg.pop('accumulative_counts', None)
+    if counts:
+        ds['gradient_accumulation_steps'] = int(counts)
+    cfg['type'] = 'DeepSpeedOptimWrapper'
+    return cfg, ds
+
+
+def _deepspeed_available() -> bool:
+    return importlib.util.find_spec('deepspeed') is not None
+
+
+class AutocastDeepSpeedEngineWrapper(MMDeepSpeedEngineWrapper):
+    """MMEngine's ``MMDeepSpeedEngineWrapper`` whose forward runs under ``torch.autocast``.
+
+    DeepSpeed's bf16 mode stores the whole model in bf16, while InternViT returns float32 maps
+    by contract; autocast casts at each op so that the heads accept them.
+    """
+
+    def __init__(self, *, model, inputs_to_half=None,
+                 autocast_dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__(model=model, inputs_to_half=inputs_to_half)
+        self._autocast_dtype = autocast_dtype
+
+    def _run_forward(self, data, mode: str):
+        if self._autocast_dtype is None:
+            return super()._run_forward(data, mode)
+        device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
+        with torch.autocast(device_type=device_type, dtype=self._autocast_dtype):
+            return super()._run_forward(data, mode)
+
+
+@STRATEGIES.register_module()
+class DeepSpeedZeroStrategy(DeepSpeedStrategy):
+    """MMEngine's ``DeepSpeedStrategy`` for our configs (ZeRO stage 1, 2 or 3).
+
+    Differences from the parent: the config's ``optim_wrapper`` is converted by
+    :func:`to_deepspeed_optim_wrapper` (so a full-tuning config needs no DeepSpeed-specific
+    optimizer section), ``train_micro_batch_size_per_gpu`` defaults to the train dataloader's
+    batch size, the forward runs under autocast in the bf16/fp16 dtype (``autocast=True``), and
+    a missing ``deepspeed`` package raises an ``ImportError`` naming the alternatives.
+
+    Args:
+        autocast (bool): Run the model's forward under ``torch.autocast`` when bf16 or fp16 is
+            enabled. Default True.
+        **kwargs: ``DeepSpeedStrategy`` arguments (``zero_optimization``, ``bf16``, ...).
+    """
+
+    def __init__(self, *, autocast: bool = True, **kwargs) -> None:
+        if not _deepspeed_available():
+            raise ImportError(
+                'DeepSpeedZeroStrategy (configs/_base_/strategies/deepspeed_zero*.py) needs the '
+                'deepspeed package, which is not installed. Install it on the CUDA machines '
+                '(`pip install deepspeed`), or use FSDP2 instead: '
+                'configs/_base_/strategies/fsdp2_full_shard.py / fsdp2_shard_grad_op.py.')
+        super().__init__(**kwargs)
+        self.autocast = autocast
+
+    def prepare(self, model, *, optim_wrapper=None, param_scheduler=None, compile=False,
+                dispatch_kwargs=None):
+        if dispatch_kwargs and 'train_micro_batch_size_per_gpu' in dispatch_kwargs:
+            self.config.setdefault('train_micro_batch_size_per_gpu',
+                                   dispatch_kwargs['train_micro_batch_size_per_gpu'])
+        return super().prepare(model, optim_wrapper=optim_wrapper,
+                               param_scheduler=param_scheduler, compile=compile,
+                               dispatch_kwargs=dispatch_kwargs)
+
+    def build_optim_wrapper(self, optim_wrapper, model=None):
+        if isinstance(optim_wrapper, (dict, ConfigDict, Config)) and 'optimizer' in optim_wrapper:
+            optim_wrapper, overrides = to_deepspeed_optim_wrapper(optim_wrapper)
+            for key, value in overrides.items():
+                if key in self.config and self.config[key] != value:
+                    self.logger.warning(f'DeepSpeed config {key}={self.config[key]} kept; the '
+                                        f'optim_wrapper implies {value}')
+                self.config.setdefault(key, value)
+        return super().build_optim_wrapper(optim_wrapper, model)
+
+    def _autocast_dtype(self) -> Optional[torch.dtype]:
+        if not self.autocast:
+            return None
+        if self.config.get('bf16', {}).get('enabled'):
+            return torch.bfloat16
+        if self.config.get('fp16', {}).get('enabled'):
+            return torch.float16
+        return None
+
+    def _wrap_model(self, model: nn.Module):
+        import deepspeed
+        if hasattr(self, 'optim_wrapper'):
+            engine, self.optim_wrapper.optimizer, *_ = deepspeed.initialize(
+                model=model, optimizer=self.optim_wrapper.optimizer, config=self.config)
+        else:
+            engine, *_ = deepspeed.initialize(model=model, config=self.config)
+        return AutocastDeepSpeedEngineWrapper(model=engine, inputs_to_half=self._inputs_to_half,
+                                              autocast_dtype=self._autocast_dtype())

@@ -1,0 +1,416 @@
+"""Per-GPU memory plan of training a config under each distribution strategy.
+
+    python tools/analysis/memory_plan.py CONFIG --gpus 8 [--strategy ddp|fsdp|fsdp_sgo|zero1|
+        zero2|zero3] [--gpu-mem 80] [--overhead 2] [--batch B] [--crop S]
+    python tools/analysis/memory_plan.py --arch 6b --crop 504 --batch 2 --gpus 8 --gpu-mem 40
+
+For each strategy: weights, gradients, optimizer states, activations with and without activation
+checkpointing, the totals on ``--gpus`` GPUs, whether they fit ``--gpu-mem`` GiB, and the smallest
+GPU count that fits (with checkpointing). All sizes in GiB (2**30 bytes), per GPU.
+
+Where the numbers come from:
+
+* Parameters: the config's model (or ``--arch``'s InternViT) built on the meta device; trainable
+  vs frozen (and ``frozen_dtype``) as configured; "block" = one InternViT ``Block``, "root" =
+  everything else (stem, neck, heads), FSDP2's two kinds of shard groups.
+* Activations of the backbone: the bytes autograd saves for one ``Block`` in bf16, counted with
+  ``saved_tensors_hooks`` on a real block of the arch's width (CPU, batch 1, 16 and 32 tokens,
+  fitted as ``a*N + b*N**2`` per image and evaluated at the crop's token count). Without
+  checkpointing every block keeps them; with it each block keeps its bf16 input and one block at
+  a time recomputes its activations in backward. Neck and heads (segmentation configs, when
+  mmseg is installed): saved bytes of their float32 forward on the meta device, plus the
+  upsampled logits and the cross-entropy; without them, the float32 backbone maps only.
+* Strategies (AdamW: two float32 states per trainable parameter):
+
+  ==========  ============================  ==========================  ==================
+  strategy    weights                       gradients                   optimizer
+  ==========  ============================  ==========================  ==================
+  ddp         fp32 + bf16 autocast copies   fp32                        8 B/param
+  fsdp        fp32 / N + 2 gathered bf16    fp32 / N + one block's      8 B/param / N
+              blocks + fp32 root            bf16 grad + fp32 reduce
+                                            buffer + fp32 root grads
+  fsdp_sgo    as fsdp, but every block's    as fsdp                     as fsdp
+              bf16 copy is kept
+  zero1       bf16                          bf16                        (4 master + 8) / N
+  zero2       bf16                          bf16 / N                    (4 master + 8) / N
+  zero3       bf16 / N + 2 gathered blocks  bf16 / N                    (4 master + 8) / N
+  ==========  ============================  ==========================  ==================
+
+  FSDP2 keeps its sharded float32 parameters as the master copy (``MixedPrecisionPolicy``
+  ``param_dtype=bf16``, ``reduce_dtype=fp32``; the root group computes in float32, see
+  ``backbones/strategies.py``); DeepSpeed's bf16 mode keeps bf16 weights plus a float32 master
+  shard. Not counted: allocator fragmentation, communication buckets beyond one block, the
+  dataloader, and ``--overhead`` GiB (default 2) added to every total for the CUDA context,
+  cuBLAS/NCCL workspaces.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os.path as osp
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+GiB = 2 ** 30
+STRATEGIES = ('ddp', 'fsdp', 'fsdp_sgo', 'zero1', 'zero2', 'zero3')
+STRATEGY_NAMES = {
+    'ddp': 'DDP (bf16 autocast)', 'fsdp': 'FSDP2 full shard', 'fsdp_sgo': 'FSDP2 shard-grad-op',
+    'zero1': 'DeepSpeed ZeRO-1', 'zero2': 'DeepSpeed ZeRO-2', 'zero3': 'DeepSpeed ZeRO-3'}
+
+
+# --------------------------------------------------------------------------- model facts
+@dataclass
+class ModelFacts:
+    """Parameter counts (by kind) and activation bytes of one training step, per GPU."""
+    block_trainable: int = 0           # all InternViT blocks
+    block_frozen: int = 0
+    largest_block: int = 0             # one block (FSDP2 / ZeRO-3 gather unit)
+    root_trainable: int = 0            # stem, neck, heads
+    root_frozen: int = 0
+    frozen_bytes: int = 4              # bytes per frozen parameter as stored
+    num_blocks: int = 0
+    block_act: float = 0.0             # bytes saved by one block in forward (no checkpointing)
+    block_input: float = 0.0           # bytes of one block's bf16 input (kept with checkpointing)
+    other_act: float = 0.0             # neck + heads + loss (or the backbone's output maps)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def trainable(self) -> int:
+        return self.block_trainable + self.root_trainable
+
+    @property
+    def frozen(self) -> int:
+        return self.block_frozen + self.root_frozen
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+    def activations(self, checkpointing: bool) -> float:
+        if checkpointing:
+            return self.num_blocks * self.block_input + self.block_act + self.other_act
+        return self.num_blocks * self.block_act + self.other_act
+
+
+def saved_tensor_bytes(fn, exclude: Sequence[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves while running ``fn()`` (works on meta
+    tensors too); storages of ``exclude`` (parameters) are not counted."""
+    skip = {t.untyped_storage()._cdata for t in exclude}
+    seen: Dict[int, int] = {}
+    alive = []  # keep every storage alive: a freed one's address could be reused by the next
+
+    def pack(t):
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key not in skip and key not in seen:
+            seen[key] = storage.nbytes()
+            alive.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def block_activation_fit(arch: dict, drop_path: float = 0.0, attn_impl: str = 'sdpa',
+                         dtype: torch.dtype = torch.bfloat16) -> Tuple[float, float]:
+    """``(a, b)`` such that one InternViT block saves ``a*N + b*N**2`` bytes per image of N
+    tokens in training, measured on the CPU at N = 16 and 32 (``b`` is 0 unless the attention
+    keeps its N x N matrix, as the naive implementation does)."""
+    from backbones.layers import Block
+    with torch.device('meta'):
+        block = Block(arch['embed_dims'], arch['num_heads'], arch['mlp_ratio'],
+                      qkv_bias=arch['qkv_bias'], qk_norm=arch['qk_norm'],
+                      norm_type=arch['norm_type'], layer_scale_init=arch['layer_scale_init'],
+                      drop_path=drop_path, attn_impl=attn_impl)
+    block = block.to_empty(device='cpu').to(dtype)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.02)
+    block.train()
+    params = list(block.parameters())
+
+    def measure(n: int) -> int:
+        x = torch.randn(1, n, arch['embed_dims'], dtype=dtype, requires_grad=True)
+        return saved_tensor_bytes(lambda: block(x), exclude=params)
+
+    n1, n2 = 16, 32
+    m1, m2 = measure(n1), measure(n2)
+    b = (m2 / n2 - m1 / n1) / (n2 - n1)
+    a = m1 / n1 - b * n1
+    return a, max(b, 0.0)
+
+
+def _crop_hw(crop) -> Tuple[int, int]:
+    if isinstance(crop, int):
+        return crop, crop
+    return int(crop[0]), int(crop[1])
+
+
+def _head_activation_bytes(model: nn.Module, feats: Tuple[torch.Tensor, ...], crop_hw,
+                           batch: int) -> Optional[float]:
+    """Saved bytes of neck + decode/auxiliary heads (+ upsampled logits and CE) on meta."""
+    import torch.nn.functional as F
+    from mmengine.model import revert_sync_batchnorm
+    model = revert_sync_batchnorm(model)
+    params = list(model.parameters())
+
+    def run():
+        x = model.neck(feats) if getattr(model, 'neck', None) is not None else feats
+        heads = [getattr(model, 'decode_head', None)]
+        aux = getattr(model, 'auxiliary_head', None)
+        heads += list(aux) if isinstance(aux, nn.ModuleList) else [aux]
+        for head in heads:
+            if head is None:
+                continue
+            logits = head(x)
+            if isinstance(logits, torch.Tensor) and logits.dim() == 4:
+                up = F.interpolate(logits, size=crop_hw, mode='bilinear', align_corners=False)
+                labels = torch.zeros(batch, *crop_hw, dtype=torch.long, device=up.device)
+                F.cross_entropy(up, labels, ignore_index=255)
+
+    return float(saved_tensor_bytes(run, exclude=params))
+
+
+def facts_from_model(model: nn.Module, backbone: nn.Module, crop, batch: int,
+                     heads: bool = True) -> ModelFacts:
+    """:class:`ModelFacts` of a (meta-device) model whose backbone is an InternViT."""
+    from backbones.layers import Block
+    facts = ModelFacts()
+    blocks = [m for m in backbone.modules() if isinstance(m, Block)]
+    in_blocks = {id(p) for b in blocks for p in b.parameters()}
+    for p in model.parameters():
+        kind = 'block' if id(p) in in_blocks else 'root'
+        attr = f'{kind}_{"trainable" if p.requires_grad else "frozen"}'
+        setattr(facts, attr, getattr(facts, attr) + p.numel())
+        if not p.requires_grad:
+            facts.frozen_bytes = p.element_size()
+    facts.largest_block = max((sum(p.numel() for p in b.parameters()) for b in blocks),
+                              default=0)
+    facts.num_blocks = len(blocks)
+
+    arch = backbone.arch_settings
+    h, w = _crop_hw(crop)
+    grid = (-(-h // backbone.patch_size), -(-w // backbone.patch_size))
+    tokens = grid[0] * grid[1] + 1
+    dpr = max((getattr(b.drop_path, 'drop_prob', 0.0) or 0.0) for b in blocks) if blocks else 0
+    attn_impl = blocks[0].attn.attn_impl if blocks else 'sdpa'
+    a, b = block_activation_fit(arch, drop_path=dpr, attn_impl=attn_impl)
+    if getattr(backbone, 'frozen', False):
+        facts.block_act = facts.block_input = 0.0  # no graph through a frozen backbone
+        facts.notes.append('frozen backbone: no backbone activations are kept for backward')
+    else:
+        facts.block_act = batch * (a * tokens + b * tokens ** 2)
+        facts.block_input = batch * tokens * arch['embed_dims'] * 2
+    maps = [torch.empty(batch, arch['embed_dims'], *grid, device='meta', requires_grad=True)
+            for _ in backbone.out_indices]
+    head_bytes = None
+    if heads and model is not backbone:
+        try:
+            head_bytes = _head_activation_bytes(model, tuple(maps), (h, w), batch)
+        except Exception as e:  # noqa: BLE001 - an estimate; say why it is missing
+            facts.notes.append(f'neck/head activations not measured ({type(e).__name__}: {e})')
+    if head_bytes is None:
+        head_bytes = float(sum(m.numel() * 4 for m in maps))
+        facts.notes.append('activations: backbone output maps only (neck/heads not counted)')
+    facts.other_act = head_bytes
+    if any(getattr(b, 'window_size', None) for b in blocks):
+        facts.notes.append('window attention is counted as global attention')
+    if type(backbone).__name__ == 'InternViTAdapter':
+        facts.notes.append('adapter modules (spatial prior, injectors, extractors): parameters '
+                           'counted, activations not')
+    return facts
+
+
+def facts_from_arch(arch, crop, batch: int, out_indices: Optional[Sequence[int]] = None,
+                    drop_path_rate: float = 0.0, frozen: bool = False) -> ModelFacts:
+    """:class:`ModelFacts` of a bare InternViT (no neck/heads)."""
+    from backbones.intern_vit import InternViT, resolve_arch
+    depth = resolve_arch(arch)['num_layers']
+    if out_indices is None:  # the recipes' four evenly spaced blocks
+        out_indices = [depth // 4 * (i + 1) - 1 for i in range(4)]
+    with torch.device('meta'):
+        backbone = InternViT(arch=arch, img_size=_crop_hw(crop), out_indices=out_indices,
+                             drop_path_rate=drop_path_rate, frozen=frozen)
+    facts = facts_from_model(backbone, backbone, crop, batch, heads=False)
+    facts.notes.append(f'no config: InternViT {arch!r} alone, out_indices {list(out_indices)}')
+    return facts
+
+
+def facts_from_config(cfg, crop=None, batch: Optional[int] = None
+                      ) -> Tuple[ModelFacts, tuple, int]:
+    """:class:`ModelFacts`, crop and batch of a config (model built on the meta device)."""
+    from mmengine.registry import MODELS, init_default_scope
+    if crop is None:
+        crop = cfg.get('crop_size') or cfg.model.get('data_preprocessor', {}).get('size')
+    if crop is None:
+        crop = cfg.model.backbone.get('img_size', 224)
+    if batch is None:
+        batch = cfg.get('train_dataloader', {}).get('batch_size', 1)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.pop('pretrained', None)
+    model_cfg.backbone.pop('init_cfg', None)
+    model_cfg.pop('init_cfg', None)
+    with torch.device('meta'):
+        model = MODELS.build(model_cfg)
+    facts = facts_from_model(model, model.backbone, crop, batch,
+                             heads=cfg.get('default_scope', 'mmseg') == 'mmseg')
+    return facts, _crop_hw(crop), batch
+
+
+# --------------------------------------------------------------------------- strategies
+@dataclass
+class Plan:
+    strategy: str
+    gpus: int
+    weights: float
+    grads: float
+    optim: float
+    act_cp: float
+    act_nocp: float
+    overhead: float
+
+    @property
+    def total_cp(self) -> float:
+        return self.weights + self.grads + self.optim + self.act_cp + self.overhead
+
+    @property
+    def total_nocp(self) -> float:
+        return self.weights + self.grads + self.optim + self.act_nocp + self.overhead
+
+
+def plan(facts: ModelFacts, strategy: str, gpus: int, overhead_gib: float = 2.0) -> Plan:
+    """Per-GPU bytes of ``strategy`` on ``gpus`` GPUs (see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f'strategy must be one of {STRATEGIES}, got {strategy!r}')
+    if gpus < 1:
+        raise ValueError(f'gpus must be >= 1, got {gpus}')
+    n = gpus
+    t, f = facts.trainable, facts.frozen
+    fb = facts.frozen_bytes
+    blk = facts.largest_block
+    root_all = facts.root_trainable + facts.root_frozen
+    if strategy == 'ddp':
+        weights = 4 * t + 2 * t + fb * f   # fp32 params + autocast's bf16 copies + frozen
+        grads = 4 * t
+        optim = 8 * t
+    elif strategy in ('fsdp', 'fsdp_sgo'):
+        gathered = (2 * (facts.block_trainable + facts.block_frozen)
+                    if strategy == 'fsdp_sgo' else 2 * 2 * blk)
+        weights = (4 * t + fb * f) / n + gathered + 4 * root_all
+        grads = 4 * t / n + (2 + 4) * blk * (facts.block_trainable > 0) \
+            + 4 * facts.root_trainable
+        optim = 8 * t / n
+    else:
+        total = t + f
+        weights = 2 * total / n + 2 * 2 * blk if strategy == 'zero3' else 2 * total
+        grads = 2 * t / n if strategy in ('zero2', 'zero3') else 2 * t
+        optim = 12 * t / n
+    return Plan(strategy, gpus, weights, grads, optim, facts.activations(True),
+                facts.activations(False), overhead_gib * GiB)
+
+
+def min_gpus(facts: ModelFacts, strategy: str, gpu_mem_gib: float, overhead_gib: float = 2.0,
+             checkpointing: bool = True, limit: int = 4096) -> Optional[int]:
+    """Smallest GPU count whose per-GPU total fits ``gpu_mem_gib`` (None: none up to
+    ``limit``; sharding does not shrink activations or DDP's replicas)."""
+    def fits(n: int) -> bool:
+        p = plan(facts, strategy, n, overhead_gib)
+        return (p.total_cp if checkpointing else p.total_nocp) <= gpu_mem_gib * GiB
+
+    if not fits(limit):
+        return None
+    lo, hi = 1, limit  # per-GPU totals never grow with the GPU count: bisect
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def format_table(facts: ModelFacts, strategies: Sequence[str], gpus: int, gpu_mem: float,
+                 overhead: float = 2.0) -> str:
+    """A markdown table, one row per strategy (sizes in GiB per GPU)."""
+    head = ['strategy', 'weights', 'grads', 'optimizer', 'act (ckpt)', 'act (no ckpt)',
+            f'total (ckpt), {gpus} GPUs', f'total (no ckpt), {gpus} GPUs',
+            f'fits {gpus}x{gpu_mem:g} GiB', f'min GPUs at {gpu_mem:g} GiB (ckpt)']
+    rows = []
+    for s in strategies:
+        p = plan(facts, s, gpus, overhead)
+        fits_cp = p.total_cp <= gpu_mem * GiB
+        fits_no = p.total_nocp <= gpu_mem * GiB
+        fits = 'yes' if fits_no else ('with ckpt' if fits_cp else 'no')
+        need = min_gpus(facts, s, gpu_mem, overhead)
+        rows.append([STRATEGY_NAMES[s]] + [f'{v / GiB:.1f}' for v in (
+            p.weights, p.grads, p.optim, p.act_cp, p.act_nocp, p.total_cp, p.total_nocp)]
+            + [fits, str(need) if need else 'never'])
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
+    lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+    return '\n'.join(lines)
+
+
+def describe(facts: ModelFacts, crop_hw, batch: int, overhead: float) -> str:
+    m = 1e9
+    lines = [
+        f'parameters: {facts.total / m:.3f} B ({facts.trainable / m:.3f} B trainable, '
+        f'{facts.frozen / m:.3f} B frozen); blocks '
+        f'{(facts.block_trainable + facts.block_frozen) / m:.3f} B '
+        f'in {facts.num_blocks} blocks of {facts.largest_block / 1e6:.1f} M; '
+        f'root (stem, neck, heads) {(facts.root_trainable + facts.root_frozen) / m:.3f} B',
+        f'per GPU: batch {batch}, crop {crop_hw[0]}x{crop_hw[1]}; one block saves '
+        f'{facts.block_act / GiB:.2f} GiB (bf16), neck/heads/outputs '
+        f'{facts.other_act / GiB:.2f} GiB; totals include {overhead:g} GiB overhead']
+    lines += [f'note: {n}' for n in facts.notes]
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='per-GPU memory plan of a training config')
+    p.add_argument('config', nargs='?', help='training config (or use --arch)')
+    p.add_argument('--gpus', type=int, default=8)
+    p.add_argument('--strategy', choices=STRATEGIES, action='append',
+                   help='only these strategies (repeatable); default: all')
+    p.add_argument('--gpu-mem', type=float, default=80.0, help='GiB per GPU')
+    p.add_argument('--overhead', type=float, default=2.0,
+                   help='GiB per GPU added for the CUDA context and workspaces')
+    p.add_argument('--arch', default=None, help="InternViT arch without a config, e.g. '6b'")
+    p.add_argument('--crop', type=int, nargs='+', default=None, help='crop size (H [W])')
+    p.add_argument('--batch', type=int, default=None, help='images per GPU')
+    p.add_argument('--drop-path', type=float, default=0.4, help='with --arch')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    crop = None if args.crop is None else (args.crop * 2)[:2]
+    if args.config:
+        if not osp.isfile(args.config):
+            sys.exit(f'error: config file not found: {args.config}')
+        from mmengine.config import Config
+        cfg = Config.fromfile(args.config)
+        facts, crop_hw, batch = facts_from_config(cfg, crop, args.batch)
+        title = osp.basename(args.config)
+    elif args.arch:
+        crop_hw, batch = _crop_hw(crop or (224, 224)), args.batch or 2
+        facts = facts_from_arch(args.arch, crop_hw, batch, drop_path_rate=args.drop_path)
+        title = f'InternViT {args.arch}'
+    else:
+        sys.exit('error: give a CONFIG or --arch')
+    strategies = args.strategy or list(STRATEGIES)
+    text = (f'# {title}\n{describe(facts, crop_hw, batch, args.overhead)}\n\n'
+            f'{format_table(facts, strategies, args.gpus, args.gpu_mem, args.overhead)}')
+    print(text)
+    return text
+
+
+if __name__ == '__main__':
+    main()
