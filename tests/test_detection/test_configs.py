@@ -48,8 +48,8 @@ def test_tiny_model_trains_and_predicts(path):
     cfg = Config.fromfile(path)
     cfg.model = tiny_model_cfg(cfg.model)
     # Fewer RoIs than the COCO recipe, to keep the 256-channel heads cheap on a CPU.
-    cfg.model.train_cfg.rcnn.sampler.num = 64
-    cfg.model.test_cfg.rpn.max_per_img = 50
+    cfg.model.train_cfg.rcnn.sampler.num = 16
+    cfg.model.test_cfg.rpn.max_per_img = 20
     model = MODELS.build(cfg.model)
     model.init_weights()
     assert model.backbone.embed_dims == TINY_WIDTH

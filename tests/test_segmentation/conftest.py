@@ -1,4 +1,18 @@
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run these tests on one intra-op thread.
+
+    The models here are tiny: with two threads on a machine whose cores are busy (other test
+    processes, a compile), OpenMP barriers make each small op 10-100x slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session')

@@ -1,6 +1,7 @@
 """Every segmentation config: builds, trains a step and predicts with a tiny backbone, its
 pipelines run, and its recipe matches DESIGN.md ("Reference recipes")."""
 import copy
+import functools
 import glob
 import os.path as osp
 
@@ -10,11 +11,11 @@ from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import DATASETS, MODELS
-from mmseg.structures import SegDataSample
 
 from backbones.intern_vit import resolve_arch
+
+from ._tiny import IMG, batch, cpu_optim_wrapper_cfg, tiny_model_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SEG = osp.join(ROOT, 'configs', 'segmentation')
@@ -24,74 +25,31 @@ CONFIGS = sorted(p for p in glob.glob(osp.join(SEG, '**', '*.py'), recursive=Tru
 # 6B: linear/head/full x (ADE20K, COCO-Stuff) + 5 few-shot = 11; 448px: 4 weights x 3 = 12;
 # 300M: 3; the mmseg swap example: 1.
 NUM_CONFIGS = 27
-TINY_WIDTH = 32
-IMG = 56
 
 
 def _rel(path):
     return osp.relpath(path, SEG)
 
 
+@functools.lru_cache(maxsize=None)
+def _parse(path):
+    return Config.fromfile(path)
+
+
+def load(path):
+    """A fresh copy of the parsed config (parsing is cached: it takes seconds)."""
+    return copy.deepcopy(_parse(path))
+
+
 def test_number_of_configs():
     assert len(CONFIGS) == NUM_CONFIGS, [_rel(p) for p in CONFIGS]
 
 
-# --------------------------------------------------------------------------- tiny models
-def tiny_model_cfg(cfg):
-    """The config's model with a 32-wide backbone of the same depth and no pretrained weights.
-
-    Keeping the depth keeps ``out_indices`` and the layer-decay ``num_layers`` meaningful.
-    """
-    model = copy.deepcopy(cfg.model)
-    backbone = model.backbone
-    arch = resolve_arch(backbone.arch)
-    width = arch['embed_dims']
-    backbone.arch = dict(arch, embed_dims=TINY_WIDTH, num_heads=2, mlp_ratio=1.0)
-    backbone.pop('init_cfg', None)
-    for key in ('neck', 'decode_head', 'auxiliary_head'):
-        sub = model.get(key)
-        if not sub:
-            continue
-        ic = sub.get('in_channels')
-        if isinstance(ic, int):
-            assert ic == width, f'{key}.in_channels {ic} != backbone width {width}'
-            sub.in_channels = TINY_WIDTH
-        elif ic is not None:
-            assert list(ic) == [width] * len(ic), f'{key}.in_channels {ic} vs width {width}'
-            sub.in_channels = [TINY_WIDTH] * len(ic)
-        if key != 'neck' and sub.get('type') != 'InternViTLinearHead':
-            sub.channels = 16
-    model.data_preprocessor.size = (IMG, IMG)
-    return model
-
-
-def _batch(num_classes, n=2):
-    samples = []
-    for _ in range(n):
-        s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, IMG, IMG)))
-        s.set_metainfo(dict(img_shape=(IMG, IMG), ori_shape=(IMG, IMG)))
-        samples.append(s)
-    return dict(inputs=[torch.randint(0, 256, (3, IMG, IMG), dtype=torch.uint8)
-                        for _ in range(n)], data_samples=samples)
-
-
-def cpu_optim_wrapper_cfg(cfg):
-    """The config's optim_wrapper, with bf16 autocast (GPU-only in MMEngine) left out."""
-    ow = copy.deepcopy(cfg.optim_wrapper)
-    if ow.get('type') == 'AmpOptimWrapper':
-        ow.type = 'OptimWrapper'
-        ow.pop('dtype', None)
-        ow.pop('loss_scale', None)
-    return ow
-
-
 @pytest.mark.parametrize('path', CONFIGS, ids=_rel)
 def test_model_trains_a_step_and_predicts(path):
-    cfg = Config.fromfile(path)
+    cfg = load(path)
     init_default_scope('mmseg')
     model = MODELS.build(tiny_model_cfg(cfg))
-    model.init_weights()
     num_classes = model.decode_head.num_classes
     optim_wrapper = build_optim_wrapper(model, cpu_optim_wrapper_cfg(cfg))
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
@@ -99,15 +57,19 @@ def test_model_trains_a_step_and_predicts(path):
     assert trainable <= in_optimizer
 
     model.train()
-    log_vars = model.train_step(_batch(num_classes), optim_wrapper)
-    assert torch.isfinite(torch.as_tensor(log_vars['loss']))
+    data = model.data_preprocessor(batch(num_classes), True)
+    loss, log_vars = model.parse_losses(model(**data, mode='loss'))
+    assert torch.isfinite(loss)
+    optim_wrapper.backward(loss)
     if cfg.model.backbone.get('frozen'):
         assert not any(p.requires_grad for p in model.backbone.parameters())
     else:
-        assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
+        assert all(p.grad is not None for p in model.backbone.parameters())
+    optim_wrapper.step()
+    optim_wrapper.zero_grad()
 
     model.eval()
-    preds = model.test_step(_batch(num_classes, n=1))
+    preds = model.test_step(batch(num_classes, n=1))
     assert preds[0].pred_sem_seg.data.shape == (1, IMG, IMG)
 
 
@@ -121,7 +83,7 @@ def _reduce_zero_label(pipeline):
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_rel)
 def test_pipelines_run(path, synthetic_ade):
-    cfg = Config.fromfile(path)
+    cfg = load(path)
     init_default_scope('mmseg')
     crop = cfg.model.data_preprocessor.size
     name = 'synth_training_00000'
@@ -151,7 +113,7 @@ def test_pipelines_run(path, synthetic_ade):
 def test_ade20k_training_set_through_a_few_shot_config(synthetic_ade):
     path = osp.join(SEG, 'intern_vit_6b', 'few_shot',
                     'linear_intern-vit-6b_8xb2-10k_ade20k-1of8-504x504.py')
-    cfg = Config.fromfile(path)
+    cfg = load(path)
     init_default_scope('mmseg')
     ds_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
     ds_cfg.data_root = str(synthetic_ade)
@@ -164,7 +126,7 @@ def test_ade20k_training_set_through_a_few_shot_config(synthetic_ade):
 
 # --------------------------------------------------------------------------- recipes
 def _load(rel):
-    return Config.fromfile(osp.join(SEG, rel))
+    return load(osp.join(SEG, rel))
 
 
 def _by_type(transforms, type_):
@@ -308,14 +270,18 @@ def test_few_shot_recipe(denominator, iters):
 @pytest.mark.parametrize('rel', [r for r in RECIPE_CONFIGS if 'intern_vit_6b/' in r
                                  or 'intern_vit_6b_448px' in r])
 def test_6b_sharding(rel):
-    """Trainable 6B backbones train with FSDP (FlexibleRunner); frozen ones with a plain Runner."""
+    """A trainable 6B backbone trains with FSDP (FlexibleRunner, configs/_base_/strategies/);
+    frozen ones with the plain Runner."""
     cfg = _load(rel)
     if cfg.model.backbone.get('frozen'):
-        assert 'runner_type' not in cfg and 'strategy' not in cfg
+        assert cfg.get('runner_type', 'Runner') == 'Runner' and not cfg.get('strategy')
     else:
         assert cfg.runner_type == 'FlexibleRunner' and cfg.strategy.type == 'FSDPStrategy'
-        assert cfg.strategy.model_wrapper.use_orig_params  # needed for per-layer lr groups
-        assert cfg.strategy.state_dict_cfg == 'full'
+        wrapper = cfg.strategy.model_wrapper
+        assert wrapper.use_orig_params  # the layer-decay groups need the original parameters
+        assert cfg.strategy.state_dict_cfg == 'full'  # single-file checkpoints for tools/test.py
+        from mmengine.registry import FUNCTIONS
+        assert FUNCTIONS.get(wrapper.auto_wrap_policy.type) is not None
 
 
 def test_300m_full_tuning_uses_a_plain_runner():

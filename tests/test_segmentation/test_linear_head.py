@@ -2,9 +2,11 @@
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.config import ConfigDict
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
+import backbones  # noqa: F401  (registers InternViT)
 from segmentation import InternViTLinearHead
 
 TINY = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.0, norm_type='rms_norm',
@@ -73,7 +75,7 @@ def test_in_an_encoder_decoder_with_intern_vit():
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
-    model = MODELS.build(dict(
+    model = MODELS.build(ConfigDict(
         type='EncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[0., 0., 0.],
                                std=[1., 1., 1.], size=(56, 56)),

@@ -42,6 +42,13 @@ OBJECT_CLASSES: Tuple[Tuple[str, str], ...] = (
     ('dots', 'box'))
 MAX_CLASSES = 1 + len(OBJECT_CLASSES)
 SPLITS = {'training': 0, 'validation': 1}
+# Drawing parameters, as fractions of the image side where they are lengths.
+RADIUS_RANGE = (0.14, 0.3)       # object size
+PERIOD_RANGE = (0.045, 0.08)     # texture period
+ANGLE_RANGE = (0.0, 3.1416)      # texture orientation (radians)
+MAX_OBJECTS = 3
+BACKGROUND_NOISE = 18.0          # std of the background's pixel noise
+IMAGE_NOISE = 6.0                # std of the noise added to the whole image
 
 
 def class_names(num_classes: int) -> List[str]:
@@ -86,6 +93,8 @@ def _shape_mask(kind: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
     if kind == 'box':
         half = r * 0.85
         return (np.abs(u) <= half) & (np.abs(v) <= half)
+    if kind == 'bar':  # a rectangle three times longer than wide, same area as the box
+        return (np.abs(u) <= r * 1.47) & (np.abs(v) <= r * 0.49)
     if kind == 'triangle':
         # Equilateral triangle with circumradius 1.2 r: inside all three half-planes.
         inside = np.ones_like(u, dtype=bool)
@@ -119,7 +128,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     coarse = rng.uniform(40, 215, size=(4, 4, 3)).astype(np.uint8)
     field = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC),
                        dtype=np.float32)
-    return field + rng.normal(0, 18, size=(size, size, 3))
+    return field + rng.normal(0, BACKGROUND_NOISE, size=(size, size, 3))
 
 
 def make_sample(rng: np.random.Generator, size: int,
@@ -129,17 +138,17 @@ def make_sample(rng: np.random.Generator, size: int,
     img = _background(rng, size)
     label = np.ones((size, size), np.uint8)  # class 1: background
     ignore = np.zeros((size, size), bool)
-    num_objects = int(rng.integers(1, 4))
+    num_objects = int(rng.integers(1, MAX_OBJECTS + 1))
     for _ in range(num_objects):
         cls = int(rng.integers(2, num_classes + 1))
         texture, shape = OBJECT_CLASSES[cls - 2]
-        r = rng.uniform(0.14, 0.3) * size
+        r = rng.uniform(*RADIUS_RANGE) * size
         cy, cx = rng.uniform(0.15 * size, 0.85 * size, size=2)
         mask = _shape_mask(shape, yy, xx, cy, cx, r, rng.uniform(0, 2 * np.pi))
         if mask.sum() < 16:
             continue
-        period = rng.uniform(0.045, 0.08) * size
-        pattern = _texture(texture, yy, xx, period, rng.uniform(0, np.pi))
+        period = rng.uniform(*PERIOD_RANGE) * size
+        pattern = _texture(texture, yy, xx, period, rng.uniform(*ANGLE_RANGE))
         c1, c2 = _contrasting_colors(rng)
         fill = pattern[..., None] * c1 + (1 - pattern[..., None]) * c2
         img[mask] = fill[mask]
@@ -147,7 +156,7 @@ def make_sample(rng: np.random.Generator, size: int,
         ignore[mask] = False
         ignore |= mask & ~_erode(mask)
     label[ignore] = 0
-    img += rng.normal(0, 6, size=img.shape)
+    img += rng.normal(0, IMAGE_NOISE, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 

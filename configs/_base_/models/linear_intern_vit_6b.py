@@ -1,7 +1,6 @@
 # InternViT-6B (224px release) with the linear head of the InternVL linear-probing recipe:
 # batch norm on the 3200-d features of one block, then a 1x1 classifier (no dropout).
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # the Runner turns it into BN on one process
-crop_size = (504, 504)
 data_preprocessor = dict(
     type='SegDataPreProcessor',
     mean=[123.675, 116.28, 103.53],
@@ -9,7 +8,7 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255,
-    size=crop_size)
+    size=(504, 504))
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
@@ -34,4 +33,4 @@ model = dict(
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(322, 322)))
+    test_cfg=dict(mode='slide', crop_size=(504, 504), stride=(322, 322)))

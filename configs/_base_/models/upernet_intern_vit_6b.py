@@ -1,7 +1,6 @@
 # InternViT-6B (224px release, 48 blocks) + simple feature pyramid + UperNet (1536 channels) with
 # an auxiliary FCN head, as in the InternVL segmentation recipes. Recipes set freezing, drop path.
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # the Runner turns it into BN on one process
-crop_size = (504, 504)
 data_preprocessor = dict(
     type='SegDataPreProcessor',
     mean=[123.675, 116.28, 103.53],
@@ -9,7 +8,7 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255,
-    size=crop_size)
+    size=(504, 504))
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
@@ -55,4 +54,4 @@ model = dict(
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
     train_cfg=dict(),
     # Slide inference over 504x504 windows with stride 322.
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(322, 322)))
+    test_cfg=dict(mode='slide', crop_size=(504, 504), stride=(322, 322)))

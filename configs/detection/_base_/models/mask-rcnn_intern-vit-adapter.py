@@ -33,8 +33,7 @@ model = dict(
         n_points=4,
         drop_path_rate=0.0,
         with_cp=True,
-        norm_cfg=dict(type='BN'),
-        init_cfg=None),
+        norm_cfg=dict(type='BN')),
     neck=dict(
         type='FPN',
         in_channels=[3200, 3200, 3200, 3200],

@@ -33,8 +33,7 @@ model = dict(
         patch_size=14,
         out_indices=[11, 23, 35, 47],
         drop_path_rate=0.0,
-        with_cp=False,
-        init_cfg=None),
+        with_cp=False),
     neck=[
         dict(type='SimpleFeaturePyramid', in_channels=3200, out_channels=256,
              rescales=(4, 2, 1, 0.5), norm_cfg=dict(type='LN')),

@@ -1,11 +1,13 @@
 # Few-shot (InternVL reference, 1/1 of ADE20K train, 80k iterations: 57.2 mIoU): linear head on
 # block 47, backbone trained with drop path 0.4, layer-wise lr decay 0.95 over 48 blocks and
-# weight decay 0.05. The other fractions inherit this file. Sharded with FSDP (FlexibleRunner).
+# weight decay 0.05. The other fractions inherit this file.
 _base_ = [
     '../../../_base_/models/linear_intern_vit_6b.py',
     '../../../_base_/datasets/ade20k_504x504.py',
-    '../../../_base_/default_runtime_fsdp.py',
+    '../../../_base_/default_runtime.py',
     '../../../_base_/schedules/schedule_80k.py',
+    # A trainable 6B backbone needs sharding: FSDP through MMEngine's FlexibleRunner.
+    '../../../_base_/strategies/fsdp1_full_shard.py',
 ]
 model = dict(backbone=dict(frozen=False, out_indices=[47], drop_path_rate=0.4))
 # A deterministic subset of the training list: `subset_ratio` of it, drawn with `subset_seed`

@@ -1,10 +1,12 @@
 # Full tuning (InternVL reference: 58.9 mIoU): head tuning with a trainable backbone, drop path
-# 0.4 and layer-wise lr decay 0.95 over the 48 blocks. Sharded with FSDP (FlexibleRunner).
+# 0.4 and layer-wise lr decay 0.95 over the 48 blocks.
 _base_ = [
     '../../../_base_/models/upernet_intern_vit_6b.py',
     '../../../_base_/datasets/ade20k_504x504.py',
-    '../../../_base_/default_runtime_fsdp.py',
+    '../../../_base_/default_runtime.py',
     '../../../_base_/schedules/schedule_80k.py',
+    # A trainable 6B backbone needs sharding: FSDP through MMEngine's FlexibleRunner.
+    '../../../_base_/strategies/fsdp1_full_shard.py',
 ]
 model = dict(backbone=dict(frozen=False, drop_path_rate=0.4))
 optim_wrapper = dict(

@@ -2,8 +2,10 @@
 _base_ = [
     '../../../_base_/models/upernet_intern_vit_6b.py',
     '../../../_base_/datasets/coco-stuff164k_504x504.py',
-    '../../../_base_/default_runtime_fsdp.py',
+    '../../../_base_/default_runtime.py',
     '../../../_base_/schedules/schedule_80k.py',
+    # A trainable 6B backbone needs sharding: FSDP through MMEngine's FlexibleRunner.
+    '../../../_base_/strategies/fsdp1_full_shard.py',
 ]
 model = dict(
     backbone=dict(frozen=False, drop_path_rate=0.4),
