@@ -170,8 +170,9 @@ def test_common_recipe(rel):
     assert dp.size == (504, 504) and dp.pad_val == 0 and dp.seg_pad_val == 255
     train = cfg.train_dataloader.dataset.pipeline
     assert [t['type'] for t in train] == [
-        'LoadImageFromFile', 'LoadAnnotations', 'RandomResize', 'RandomCrop', 'RandomFlip',
-        'PhotoMetricDistortion', 'PackSegInputs']
+        'LoadImageFromFile', 'LoadAnnotations', 'ValidateSegSample', 'RandomResize',
+        'RandomCrop', 'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs']
+    assert _by_type(train, 'ValidateSegSample').num_classes == cfg.model.decode_head.num_classes
     resize = _by_type(train, 'RandomResize')
     assert resize.scale == (2016, 504) and resize.ratio_range == (0.5, 2.0) and resize.keep_ratio
     crop = _by_type(train, 'RandomCrop')

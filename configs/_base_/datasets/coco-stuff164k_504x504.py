@@ -6,6 +6,8 @@ crop_size = (504, 504)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    # Label map size and label range checked per sample, naming the file ('skip' to drop it).
+    dict(type='ValidateSegSample', num_classes=171, on_error='raise'),
     dict(type='RandomResize', scale=(2016, 504), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
