@@ -68,3 +68,36 @@ def test_batched_slide_rejects_bad_batch():
     model.test_cfg['crop_batch_size'] = -1
     with pytest.raises(ValueError, match='crop_batch_size must be >= 1'):
         model.slide_inference(torch.randn(1, 3, 100, 100), [dict(img_shape=(100, 100))])
+
+
+DEMO = 'configs/demo/upernet_intern-vit-tiny_1xb4-300_synthetic-112x112.py'
+
+
+def _run_tool(repo_root, *args):
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, *args], cwd=repo_root, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_get_flops_cli_reports_backbone_and_heads(repo_root):
+    out = _run_tool(repo_root, 'tools/analysis/get_flops.py', DEMO, '--shape', '98', '126')
+    assert 'input 98x126' in out and 'neck + heads' in out
+    assert 'counted/analytic = 1.0000' in out
+
+
+def test_get_flops_cli_6b_meta(repo_root):
+    cfg = 'configs/segmentation/intern_vit_6b/full_tuning/upernet_intern-vit-6b_8xb2-80k_ade20k-504x504.py'
+    out = _run_tool(repo_root, 'tools/analysis/get_flops.py', cfg, '--meta')
+    assert '16.338' in out and 'counted/analytic = 1.0000' in out
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_benchmark_cli_runs(repo_root, train):
+    args = ['tools/analysis/benchmark.py', DEMO, '--shape', '112', '--batch', '2', '--repeat', '2',
+            '--warmup', '1', '--device', 'cpu'] + (['--train'] if train else [])
+    out = _run_tool(repo_root, *args)
+    assert ('train step' if train else 'inference') + ' 112x112 batch 2 on cpu' in out
+    assert 'img/s' in out
