@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 
-DEFAULT_CONFIG = 'configs/demo/upernet_intern-vit-tiny_1xb4-300_synthetic-112x112.py'
+DEFAULT_CONFIG = 'configs/demo/upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,8 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--data-root', default=None,
                         help="defaults to the config's data_root (data/synthetic_ade)")
     parser.add_argument('--iters', type=int, default=None,
-                        help="training iterations (the config's 300 by default)")
-    parser.add_argument('--num-train', type=int, default=200)
+                        help="training iterations (the config's 600 by default)")
+    parser.add_argument('--num-train', type=int, default=500)
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--size', type=int, default=128)
     parser.add_argument('--seed', type=int, default=0)
@@ -61,12 +61,12 @@ def set_iters(cfg: Config, iters: int) -> None:
     """Shorten the schedule to ``iters`` (warmup, poly end, evaluation, checkpoint)."""
     cfg.train_cfg.max_iters = iters
     cfg.train_cfg.val_interval = iters
-    warmup = max(1, min(30, iters // 4))
+    warmup = max(1, min(50, iters // 4))
     cfg.param_scheduler[0].end = warmup
     cfg.param_scheduler[1].begin = warmup
     cfg.param_scheduler[1].end = iters
     cfg.default_hooks.checkpoint.interval = iters
-    cfg.default_hooks.logger.interval = max(1, min(25, iters // 4))
+    cfg.default_hooks.logger.interval = max(1, min(50, iters // 4))
 
 
 class MetricsHook(Hook):

@@ -12,7 +12,7 @@ from mmengine.config import Config
 from ._tiny import DEMO_CONFIG, ROOT
 
 SEG_DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo',
-                           'upernet_intern-vit-tiny_1xb4-300_synthetic-112x112.py')
+                           'upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py')
 
 
 def _run(args, cwd, timeout=900):

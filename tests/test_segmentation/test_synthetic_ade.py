@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.dataset_converters.make_synthetic_ade import (OBJECT_CLASSES, class_names,
-                                                         make_dataset, make_sample)
+from tools.dataset_converters.make_synthetic_ade import (TEXTURES, class_names, make_dataset,
+                                                         make_sample)
 
 
 def _digest(folder):
@@ -55,14 +55,25 @@ def test_image_i_does_not_depend_on_dataset_size(tmp_path):
     assert (tmp_path / 'small' / name).read_bytes() == (tmp_path / 'big' / name).read_bytes()
 
 
-def test_default_classes_need_texture_and_shape():
-    """With the default 5 classes, no texture and no shape alone identifies an object class."""
-    objects = OBJECT_CLASSES[:4]
-    textures = [t for t, _ in objects]
-    shapes = [s for _, s in objects]
-    assert all(textures.count(t) == 2 for t in textures)
-    assert all(shapes.count(s) == 2 for s in shapes)
-    assert len(set(objects)) == 4
+def test_color_does_not_tell_the_class(tmp_path):
+    """Object colors are drawn per instance: the mean color of a class says nothing."""
+    make_dataset(str(tmp_path), num_train=40, num_val=0, size=64, num_classes=4, seed=0)
+    means = {c: [] for c in (2, 3, 4)}
+    for name in sorted(os.listdir(tmp_path / 'images' / 'training')):
+        img = np.asarray(Image.open(tmp_path / 'images' / 'training' / name), np.float32)
+        ann = np.asarray(Image.open(tmp_path / 'annotations' / 'training' / (name[:-4] + '.png')))
+        for c in means:
+            if (ann == c).sum() > 50:
+                means[c].append(img[ann == c].mean(0))
+    centers = np.stack([np.mean(v, 0) for v in means.values()])
+    spread = np.mean([np.std(v, 0).mean() for v in means.values()])
+    # The classes' average colors are much closer to each other than instances are spread.
+    assert np.abs(centers - centers.mean(0)).max() < spread
+
+
+def test_default_classes():
+    assert class_names(4) == ['background', 'stripes', 'checker', 'dots']
+    assert class_names(len(TEXTURES) + 1)[1:] == list(TEXTURES)
 
 
 def test_sample_has_background_objects_and_ignored_borders():
@@ -77,7 +88,7 @@ def test_num_classes_bounds():
     with pytest.raises(ValueError, match='--num-classes'):
         class_names(1)
     with pytest.raises(ValueError, match='--num-classes'):
-        class_names(len(OBJECT_CLASSES) + 2)
+        class_names(len(TEXTURES) + 2)
 
 
 def test_cli(tmp_path, repo_root):

@@ -70,7 +70,7 @@ def test_batched_slide_rejects_bad_batch():
         model.slide_inference(torch.randn(1, 3, 100, 100), [dict(img_shape=(100, 100))])
 
 
-DEMO = 'configs/demo/upernet_intern-vit-tiny_1xb4-300_synthetic-112x112.py'
+DEMO = 'configs/demo/upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py'
 
 
 def _run_tool(repo_root, *args):

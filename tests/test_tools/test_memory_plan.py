@@ -122,7 +122,7 @@ def test_cli_arch(capsys):
 @pytest.mark.skipif(importlib.util.find_spec('mmseg') is None, reason='needs mmseg')
 def test_cli_on_demo_config(repo_root, capsys):
     cfg = osp.join(repo_root, 'configs', 'demo',
-                   'upernet_intern-vit-tiny_1xb4-300_synthetic-112x112.py')
+                   'upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py')
     text = mp.main([cfg, '--gpus', '2', '--gpu-mem', '16', '--strategy', 'fsdp',
                     '--strategy', 'zero2'])
     assert 'FSDP2 full shard' in text and 'DeepSpeed ZeRO-2' in text and 'DDP' not in text
