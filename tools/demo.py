@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 
-DEFAULT_CONFIG = 'configs/demo/upernet_intern-vit-tiny_1xb4-300_synthetic-112x112.py'
+DEFAULT_CONFIG = 'configs/demo/upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--data-root', default=None,
                         help="defaults to the config's data_root (data/synthetic_ade)")
     parser.add_argument('--iters', type=int, default=None,
-                        help="training iterations (the config's 300 by default)")
+                        help="training iterations (the config's 600 by default)")
     parser.add_argument('--num-train', type=int, default=500)
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--size', type=int, default=128)
