@@ -13,16 +13,16 @@ import argparse
 import os
 import os.path as osp
 import sys
-from importlib import import_module
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout that is not pip-installed
     sys.path.insert(0, ROOT)
 
 # Only the light imports here: a mistyped path is reported before torch and the toolboxes load.
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
-SCOPES = ('mmseg', 'mmdet')
+from tools._cli import SCOPES, build_runner, load_config, register_toolbox  # noqa: E402,F401
+
 VIS_HOOKS = {'mmseg': 'SegVisualizationHook', 'mmdet': 'DetVisualizationHook'}
 VISUALIZERS = {'mmseg': 'SegLocalVisualizer', 'mmdet': 'DetLocalVisualizer'}
 
@@ -69,13 +69,6 @@ def parse_args(argv=None):
     return parser, args
 
 
-def register_toolbox(cfg, config_path, parser):
-    """Register the modules of the config's toolbox (``default_scope``); returns the scope."""
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        parser.error(f'{config_path}: default_scope must be one of {SCOPES}, got {scope!r}')
-    import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
-    return scope
 
 
 def trigger_visualization_hook(cfg, args, scope):
@@ -116,22 +109,7 @@ def enable_tta(cfg, config_path, scope, parser):
 
 def main(argv=None):
     parser, args = parse_args(argv)
-    from mmengine.runner import Runner
-
-    from backbones.safe_load import patch_mmengine_checkpoint_loading
-    patch_mmengine_checkpoint_loading()
-
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = register_toolbox(cfg, args.config, parser)
-
-    # work_dir: command line > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg, scope = load_config(args, parser)
 
     cfg.load_from = args.checkpoint
 
@@ -155,10 +133,7 @@ def main(argv=None):
     if problems:
         parser.error('\n'.join(problems))
 
-    if 'runner_type' in cfg:
-        runner = import_module(f'{scope}.registry').RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, scope)
 
     # mmengine loads the checkpoint of a test non-strictly and only logs what did not match;
     # a wrong checkpoint then evaluates a half-random model. Load it strictly here instead.

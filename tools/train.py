@@ -19,7 +19,6 @@ import logging
 import os
 import os.path as osp
 import sys
-from importlib import import_module
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout that is not pip-installed
@@ -28,7 +27,8 @@ if ROOT not in sys.path:  # run from a checkout that is not pip-installed
 # Only the light imports here: a mistyped path is reported before torch and the toolboxes load.
 from mmengine.config import Config, DictAction  # noqa: E402
 
-SCOPES = ('mmseg', 'mmdet')
+from tools._cli import SCOPES, build_runner, load_config, register_toolbox  # noqa: E402,F401
+
 STRATEGY_DIR = osp.join(ROOT, 'configs', '_base_', 'strategies')
 STRATEGIES = sorted(osp.splitext(f)[0] for f in os.listdir(STRATEGY_DIR) if f.endswith('.py')) \
     if osp.isdir(STRATEGY_DIR) else []
@@ -67,13 +67,6 @@ def parse_args(argv=None):
     return parser, args
 
 
-def register_toolbox(cfg, config_path, parser):
-    """Register the modules of the config's toolbox (``default_scope``); returns the scope."""
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        parser.error(f'{config_path}: default_scope must be one of {SCOPES}, got {scope!r}')
-    import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
-    return scope
 
 
 def enable_amp(cfg, config_path, parser):
@@ -169,22 +162,7 @@ def resolve_auto_resume(cfg):
 
 def main(argv=None):
     parser, args = parse_args(argv)
-    from mmengine.runner import Runner
-
-    from backbones.safe_load import patch_mmengine_checkpoint_loading
-    patch_mmengine_checkpoint_loading()
-
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = register_toolbox(cfg, args.config, parser)
-
-    # work_dir: command line > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg, scope = load_config(args, parser)
 
     if args.amp:
         enable_amp(cfg, args.config, parser)
@@ -203,10 +181,7 @@ def main(argv=None):
     add_safe_checkpoint_hook(cfg)
     add_reliability(cfg)
 
-    if 'runner_type' in cfg:
-        runner = import_module(f'{scope}.registry').RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, scope)
     runner.train()
 
 
