@@ -29,7 +29,9 @@ def parse_args():
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--amp', action='store_true', help='bf16 autocast')
-    p.add_argument('--cfg-options', nargs='+', default=[], help='key=value overrides')
+    from mmengine.config import DictAction
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                   help='key=value overrides, as in tools/train.py')
     return p.parse_args()
 
 
@@ -81,9 +83,7 @@ def main():
         sys.exit(f'error: config file not found: {args.config}')
     from mmengine.config import Config
     cfg = Config.fromfile(args.config)
-    for kv in args.cfg_options:
-        k, v = kv.split('=', 1)
-        cfg.merge_from_dict({k: eval(v, {}, {})})  # noqa: S307 - same as mmengine DictAction
+    cfg.merge_from_dict(args.cfg_options)
     if args.shape:
         h, w = (args.shape * 2)[:2]
     else:

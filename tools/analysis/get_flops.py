@@ -9,7 +9,6 @@ tracer, which needs real ones. fvcore has no handle for ``scaled_dot_product_att
 add one (2 batched matmuls: B*heads*N*N*d MACs each), otherwise the attention would be missed.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -72,7 +71,9 @@ def parse_args():
                    help='input H W (default: the config crop size)')
     p.add_argument('--meta', action='store_true',
                    help='build on the meta device and count the backbone only')
-    p.add_argument('--cfg-options', nargs='+', default=[], help='key=value overrides')
+    from mmengine.config import DictAction
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                   help='key=value overrides, as in tools/train.py')
     return p.parse_args()
 
 
@@ -80,12 +81,10 @@ def main():
     args = parse_args()
     if not osp.isfile(args.config):
         sys.exit(f'error: config file not found: {args.config}')
-    from mmengine.config import Config, DictAction  # noqa: F401
+    from mmengine.config import Config
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(args.config)
-    for kv in args.cfg_options:
-        k, v = kv.split('=', 1)
-        cfg.merge_from_dict({k: eval(v, {}, {})})  # noqa: S307 - same as mmengine DictAction
+    cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     from mmengine.registry import MODELS
     if args.shape:
