@@ -9,7 +9,6 @@ import os
 import os.path as osp
 import statistics
 import sys
-import time
 
 import torch
 
