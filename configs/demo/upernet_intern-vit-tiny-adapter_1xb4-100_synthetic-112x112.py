@@ -10,7 +10,7 @@
 _base_ = ['../_base_/datasets/synthetic_ade_112x112.py', '../_base_/default_runtime.py']
 
 crop_size = (112, 112)
-num_classes = 5  # make_synthetic_ade.py --num-classes (default 5)
+num_classes = 4  # background, stripes, checker, dots (make_synthetic_ade.py default)
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(
     type='SegDataPreProcessor',

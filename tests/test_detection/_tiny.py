@@ -12,8 +12,10 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG_DIR = osp.join(ROOT, 'configs', 'detection')
-DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo',
-                       'mask-rcnn_intern-vit-tiny_1xb2-300_synthetic-coco-128x128.py')
+DEMO_DIR = osp.join(ROOT, 'configs', 'demo')
+DEMO_CONFIG = osp.join(DEMO_DIR, 'mask-rcnn_intern-vit-tiny_1xb2-300_synthetic-coco-128x128.py')
+DEMO_ADAPTER_CONFIG = osp.join(
+    DEMO_DIR, 'mask-rcnn_intern-vit-tiny-adapter_1xb2-300_synthetic-coco-128x128.py')
 TINY_WIDTH, TINY_DEPTH, TINY_HEADS = 64, 4, 4
 
 

@@ -4,7 +4,7 @@ from mmengine.config import Config
 
 from detection import probe_size, strides_for_patch
 
-from ._tiny import DEMO_CONFIG
+from ._tiny import DEMO_ADAPTER_CONFIG, DEMO_CONFIG, fake_batch
 
 
 def test_probe_size_divides_every_level():
@@ -31,6 +31,24 @@ def test_demo_strides_match(demo_detector):
     assert check_detector_strides(demo_detector) == [3.5, 7.0, 14.0, 28.0, 56.0]
     assert configured_strides(demo_detector)['mask_roi_extractor'] == [3.5, 7.0, 14.0, 28.0]
     assert demo_detector.training  # the mode is restored
+
+
+def test_adapter_demo_builds_with_standard_strides_and_trains_a_step():
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from detection import check_detector_strides
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(DEMO_ADAPTER_CONFIG)
+    assert cfg.model.backbone.type == 'InternViTAdapter'
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert check_detector_strides(model) == [4.0, 8.0, 16.0, 32.0, 64.0]
+    inputs, samples = fake_batch(cfg.model.roi_head.bbox_head.num_classes)
+    losses = model.loss(inputs, samples)
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total)
 
 
 def test_integer_strides_on_a_patch14_pyramid_are_caught(demo_detector):

@@ -35,6 +35,13 @@ def test_set_iters_shortens_the_whole_schedule():
     assert cfg.default_hooks.checkpoint.interval == 8
 
 
+def test_threads_leave_a_core_to_the_data_loader(monkeypatch):
+    from tools.demo import set_threads
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    assert 1 <= set_threads(None) <= max(1, (os.cpu_count() or 2) - 1)
+    assert set_threads(1) == 1
+
+
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_writes_overlays(tmp_path, capsys):
     """The demo end to end, shortened: 10 iterations on 16 synthetic images."""
@@ -50,3 +57,16 @@ def test_demo_trains_evaluates_and_writes_overlays(tmp_path, capsys):
     assert sorted(os.listdir(work / 'vis')) == ['synth_validation_00000.png',
                                                 'synth_validation_00001.png']
     assert osp.isfile(work / 'iter_10.pth')
+
+
+@pytest.mark.parametrize('name', [
+    'upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py',
+    'upernet_intern-vit-tiny-adapter_1xb4-100_synthetic-112x112.py'])
+def test_demo_heads_predict_the_dataset_classes(name):
+    """Every head of a segmentation demo has one output per class of the synthetic dataset."""
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'demo', name))
+    classes = cfg.train_dataloader.dataset.metainfo['classes']
+    aux = cfg.model.get('auxiliary_head') or []
+    heads = [cfg.model.decode_head] + (list(aux) if isinstance(aux, list) else [aux])
+    for head in heads:
+        assert head.num_classes == len(classes), (name, head.type)

@@ -26,7 +26,7 @@ import argparse
 import json
 import os
 import os.path as osp
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image

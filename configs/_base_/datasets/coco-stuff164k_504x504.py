@@ -1,5 +1,6 @@
-# COCO-Stuff-164K (171 classes, labels converted by mmseg's tools/dataset_converters/coco_stuff164k.py;
-# 255 = ignore, no zero-label reduction), with the same 504 recipe as ADE20K.
+# COCO-Stuff-164K (171 classes; labels converted by mmseg's
+# tools/dataset_converters/coco_stuff164k.py, 255 = ignore, no zero-label reduction), with the
+# same 504 recipe as ADE20K.
 dataset_type = 'COCOStuffDataset'
 data_root = 'data/coco_stuff164k'
 crop_size = (504, 504)
