@@ -6,7 +6,7 @@ export VENV
 
 .PHONY: setup demo test test-fast clean-demo
 
-$(STAMP): requirements/torch.txt requirements/mmcv.txt requirements/runtime.txt requirements/tests.txt requirements/build.txt setup.py tools/install.sh
+$(STAMP): requirements/torch.txt requirements/mmcv.txt requirements/runtime.txt requirements/tests.txt requirements/build.txt requirements/distributed.txt setup.py tools/install.sh
 	bash tools/install.sh
 
 setup:

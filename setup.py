@@ -20,5 +20,6 @@ setup(
                                     'segmentation.*', 'detection', 'detection.*']),
     python_requires='>=3.9',
     install_requires=read_requirements('requirements/runtime.txt'),
-    extras_require={'tests': read_requirements('requirements/tests.txt')},
+    extras_require={'tests': read_requirements('requirements/tests.txt'),
+                    'distributed': read_requirements('requirements/distributed.txt')},
 )

@@ -26,7 +26,8 @@ from typing import BinaryIO, Callable, List, Optional, Sequence, Union
 
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import HOOKS, MODEL_WRAPPERS
 
 
 TMP_SUFFIX = '.partial'
@@ -71,7 +72,15 @@ def remove_partial_writes(folder: str) -> List[str]:
 
 
 def is_complete_checkpoint(path: str) -> bool:
-    """A torch checkpoint (zip format) whose central directory is intact."""
+    """A torch checkpoint (zip format) whose central directory is intact, or a sharded
+    checkpoint folder that was finished: FSDP2 (``.metadata`` and the ``extra_state.pth`` that
+    rank 0 writes last, intact) or DeepSpeed (model and optimizer state files, all intact)."""
+    if osp.isdir(path):
+        if osp.isfile(osp.join(path, '.metadata')):
+            return is_complete_checkpoint(osp.join(path, 'extra_state.pth'))
+        model = glob.glob(osp.join(path, '*model_states.pt'))
+        optim = glob.glob(osp.join(path, '*optim_states.pt'))
+        return bool(model) and bool(optim) and all(map(is_complete_checkpoint, model + optim))
     try:
         with zipfile.ZipFile(path) as z:
             return z.testzip() is None
@@ -86,7 +95,7 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     if osp.isfile(marker):
         with open(marker) as f:
             last = f.read().strip()
-        if last and osp.isfile(last) and is_complete_checkpoint(last):
+        if last and osp.exists(last) and is_complete_checkpoint(last):
             return last
     candidates = []
     for pattern in ('iter_*.pth', 'epoch_*.pth'):
@@ -98,6 +107,21 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
         if is_complete_checkpoint(path):
             return path
     return None
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """MMEngine's DDP wrapper, also for a model on the CPU (the gloo backend).
+
+    MMEngine's Runner always passes ``device_ids=[LOCAL_RANK]``, which torch's
+    ``DistributedDataParallel`` refuses for a CPU module; here they are dropped when every
+    parameter is on the CPU. ``tools/train.py`` selects it for distributed runs without CUDA.
+    """
+
+    def __init__(self, module, device_ids=None, **kwargs) -> None:
+        if all(p.device.type == 'cpu' for p in module.parameters()):
+            device_ids = None
+        super().__init__(module=module, device_ids=device_ids, **kwargs)
 
 
 @register_backend('atomic_local')

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import glob
 import importlib
 import importlib.util
 import logging
@@ -57,7 +58,7 @@ from .layers import Block
 __all__ = ['FSDP2Strategy', 'DeepSpeedZeroStrategy', 'ExportConsolidatedHook',
            'build_mp_policy', 'shard_model', 'modules_to_shard', 'consolidate_checkpoint',
            'internvit_block_auto_wrap_policy', 'to_deepspeed_optim_wrapper',
-           'is_sharded_checkpoint']
+           'is_sharded_checkpoint', 'init_dist_any_device']
 
 # Written by rank 0 into each sharded checkpoint folder, after the tensors: the non-tensor part
 # of the checkpoint (meta, message_hub, param_schedulers, optimizer param_groups). Loaded with
@@ -71,6 +72,36 @@ _MP_KEYS = ('param_dtype', 'reduce_dtype', 'output_dtype', 'cast_forward_inputs'
 
 def _log(msg: str, level: int = logging.INFO) -> None:
     print_log(msg, logger='current', level=level)
+
+
+def init_dist_any_device(launcher: str = 'pytorch', backend: str = 'nccl',
+                         init_backend: str = 'torch', who: str = 'training', **kwargs) -> None:
+    """MMEngine's ``init_dist``, usable without CUDA.
+
+    MMEngine's ``pytorch`` launcher calls ``torch.cuda.set_device(LOCAL_RANK)`` whatever the
+    backend, so a CPU run dies before the process group exists. Without a CUDA device this
+    starts the group itself: ``nccl`` becomes ``gloo`` (with a warning) and ``init_backend=
+    'deepspeed'`` goes through ``deepspeed.init_distributed``. With CUDA it is ``init_dist``.
+    Does nothing when a process group already exists.
+    """
+    if is_distributed():
+        return
+    if torch.cuda.is_available():
+        init_dist(launcher, backend, init_backend=init_backend, **kwargs)
+        return
+    if backend == 'nccl':
+        _log(f'{who}: no CUDA device, using the gloo backend instead of nccl', logging.WARNING)
+        backend = 'gloo'
+    if launcher != 'pytorch':
+        init_dist(launcher, backend, init_backend=init_backend, **kwargs)
+        return
+    if kwargs.get('timeout') is not None:
+        kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+    if init_backend == 'deepspeed':
+        import deepspeed
+        deepspeed.init_distributed(dist_backend=backend, **kwargs)
+    else:
+        dist.init_process_group(backend=backend, **kwargs)
 
 
 def _dtype(value: Union[None, str, torch.dtype], what: str) -> Optional[torch.dtype]:
@@ -231,36 +262,143 @@ def _load_extra(path: str) -> dict:
 
 
 def consolidate_checkpoint(src: str, dst: str) -> dict:
-    """Turn a sharded :class:`FSDP2Strategy` checkpoint folder into one mmengine checkpoint file.
+    """Turn a sharded checkpoint folder into one mmengine checkpoint file.
 
-    Runs in one process without GPUs or a process group, for any number of ranks that wrote
-    ``src``, and reads only the model tensors (not the optimizer state). ``dst`` gets
-    ``{'meta': ..., 'state_dict': ...}`` (float32, the names of the unsharded model), which
-    ``mmengine.runner.load_checkpoint``, the plain ``Runner`` and ``tools/test.py`` load.
+    ``src`` is a folder written by :class:`FSDP2Strategy` (``torch.distributed.checkpoint``) or
+    by :class:`DeepSpeedZeroStrategy` (DeepSpeed ZeRO 1/2/3; read with DeepSpeed's
+    ``zero_to_fp32``). Runs in one process without GPUs or a process group, for any number of
+    ranks that wrote ``src``, and keeps only the model tensors (not the optimizer state).
+    ``dst`` gets ``{'meta': ..., 'state_dict': ...}`` (float32, the names of the unsharded
+    model), which ``mmengine.runner.load_checkpoint``, the plain ``Runner`` and
+    ``tools/test.py`` load.
 
-    Note: the ``.metadata`` file of a ``torch.distributed.checkpoint`` folder is a pickle, so
-    only consolidate folders you (or someone you trust) wrote.
+    Note: the ``.metadata`` file of a ``torch.distributed.checkpoint`` folder and DeepSpeed's
+    files are pickles, so only consolidate folders you (or someone you trust) wrote.
 
     Returns:
         dict: What was written.
     """
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
-    if not is_sharded_checkpoint(src):
-        raise FileNotFoundError(f'{src} is not a sharded checkpoint folder (no .metadata)')
-    extra = _load_extra(src)
-    loaded = _load_state_dict_from_keys(keys={'state_dict'}, checkpoint_id=src)
-    state_dict = {k: v.detach().cpu() for k, v in loaded['state_dict'].items()}
-    meta = dict(extra.get('meta', {}))
+    if is_deepspeed_checkpoint(src):
+        state_dict, meta = _read_deepspeed_folder(src)
+    elif is_sharded_checkpoint(src):
+        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+        extra = _load_extra(src)
+        loaded = _load_state_dict_from_keys(keys={'state_dict'}, checkpoint_id=src)
+        state_dict = {k: v.detach().cpu() for k, v in loaded['state_dict'].items()}
+        meta = dict(extra.get('meta', {}))
+    else:
+        raise FileNotFoundError(
+            f'{src} is not a sharded checkpoint folder (neither the .metadata of an FSDP2 '
+            f'checkpoint nor the *model_states.pt of a DeepSpeed one)')
     meta['consolidated_from'] = osp.abspath(src)
     out = {'meta': meta, 'state_dict': state_dict}
     _atomic_torch_save(out, dst)
     return out
 
 
+def _read_deepspeed_folder(src: str) -> Tuple[dict, dict]:
+    """Float32 weights and MMEngine's ``meta`` of a DeepSpeed checkpoint folder (trusted)."""
+    try:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    except ImportError as e:
+        raise ImportError(f'{src} is a DeepSpeed checkpoint; reading it needs the deepspeed '
+                          f'package ({e})') from e
+    folder, tag = osp.split(osp.abspath(src))
+    state_dict = get_fp32_state_dict_from_zero_checkpoint(folder, tag=tag)
+    state_dict = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
+                  for k, v in state_dict.items()}
+    model_states = sorted(glob.glob(osp.join(src, '*model_states.pt')))[0]
+    # DeepSpeed keeps MMEngine's extra state (meta, message hub, schedulers) in this pickle
+    # next to its own objects; DeepSpeed itself loads it the same way.
+    client = torch.load(model_states, map_location='cpu', weights_only=False)
+    # zero_to_fp32 rebuilds what the optimizer trained (and buffers); frozen parameters are
+    # only in the module state DeepSpeed saved (in its low precision; empty under ZeRO-3
+    # unless DeepSpeed kept their fragments).
+    missing = []
+    for key, value in (client.get('module') or {}).items():
+        if key in state_dict or not torch.is_tensor(value):
+            continue
+        if value.numel() == 0:
+            missing.append(key)
+            continue
+        state_dict[key] = value.detach().float().cpu() if value.is_floating_point() else value
+    if missing:
+        raise ValueError(f'{src}: no values for {", ".join(missing)} (frozen parameters of a '
+                         f'ZeRO-3 checkpoint); export with ExportConsolidatedHook during '
+                         f'training instead')
+    return state_dict, dict(client.get('meta') or {})
+
+
+def is_deepspeed_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a checkpoint folder written by DeepSpeed (``DeepSpeedZeroStrategy``)."""
+    return osp.isdir(path) and bool(glob.glob(osp.join(path, '*model_states.pt')))
+
+
+def _read_full_checkpoint(filename: str) -> dict:
+    """Read a single-file checkpoint on rank 0 (any path or URL MMEngine reads): every rank
+    gets its non-tensor part, rank 0 also the ``state_dict`` (an empty dict elsewhere)."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    state_dict, checkpoint, error = {}, None, None
+    if get_rank() == 0:
+        try:
+            checkpoint = _load_checkpoint(filename, map_location='cpu')
+            if not isinstance(checkpoint, dict):
+                raise TypeError(f'{filename}: expected a dict, got {type(checkpoint).__name__}')
+            state_dict = checkpoint.pop('state_dict', None)
+            if state_dict is None:  # a bare state dict
+                state_dict, checkpoint = checkpoint, {}
+            checkpoint.pop('optimizer', None)
+        except Exception as e:  # the other ranks wait in the broadcast: tell them
+            error = e
+    box = [checkpoint, None if error is None else f'{type(error).__name__}: {error}']
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    if box[1] is not None:
+        raise RuntimeError(f'rank 0 could not read {filename}: {box[1]}')
+    checkpoint = box[0]
+    checkpoint['state_dict'] = state_dict
+    return checkpoint
+
+
 def _revise_keys(state_dict: dict, revise_keys: Iterable[Tuple[str, str]]) -> dict:
     for pattern, repl in revise_keys:
         state_dict = {re.sub(pattern, repl, k): v for k, v in state_dict.items()}
     return state_dict
+
+
+def check_state_dict(state_dict: dict, shapes: Dict[str, Tuple[int, ...]], strict: bool,
+                     logger=None) -> Tuple[dict, Optional[str]]:
+    """Keep the entries of ``state_dict`` that the model (``shapes``: name -> shape) can take.
+
+    Unexpected keys and shape mismatches are dropped and, like missing keys, reported in the
+    words of ``torch.nn.Module.load_state_dict``: with ``strict`` the report is returned as the
+    error (the caller raises it on every rank), otherwise logged as a warning.
+
+    Returns:
+        tuple[dict, str | None]: The loadable entries and the error, if any.
+    """
+    unexpected = sorted(k for k in state_dict if k not in shapes)
+    missing = sorted(k for k in shapes if k not in state_dict)
+    mismatched = sorted(
+        f'{k}: checkpoint {tuple(v.shape)}, model {shapes[k]}'
+        for k, v in state_dict.items()
+        if k in shapes and torch.is_tensor(v) and tuple(v.shape) != shapes[k])
+    kept = {k: v for k, v in state_dict.items()
+            if k in shapes and (not torch.is_tensor(v) or tuple(v.shape) == shapes[k])}
+    report = []
+    if unexpected:
+        report.append(f'unexpected key in source state_dict: {", ".join(unexpected)}')
+    if missing:
+        report.append(f'missing keys in source state_dict: {", ".join(missing)}')
+    if mismatched:
+        report.append(f'size mismatch (not loaded): {"; ".join(mismatched)}')
+    if report and strict:
+        return kept, 'Error(s) in loading state_dict:\n' + '\n'.join(report)
+    if report:
+        (logger.warning if logger is not None else print)('\n'.join(report))
+    return kept, None
 
 
 # --------------------------------------------------------------------------- FSDP2
@@ -328,23 +466,7 @@ class FSDP2Strategy(DDPStrategy):
     # ------------------------------------------------------------------ setup
     def _setup_distributed(self, launcher: str = 'pytorch', backend: str = 'nccl',
                            **kwargs) -> None:
-        """Like MMEngine's, but usable without CUDA: NCCL becomes gloo and the ``pytorch``
-        launcher does not call ``torch.cuda.set_device``."""
-        if is_distributed():
-            return
-        if torch.cuda.is_available():
-            init_dist(launcher, backend, **kwargs)
-            return
-        if backend == 'nccl':
-            _log('FSDP2Strategy: no CUDA device, using the gloo backend instead of nccl',
-                 logging.WARNING)
-            backend = 'gloo'
-        if launcher != 'pytorch':
-            init_dist(launcher, backend, **kwargs)
-            return
-        if kwargs.get('timeout') is not None:
-            kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
-        dist.init_process_group(backend=backend, **kwargs)
+        init_dist_any_device(launcher, backend, who='FSDP2Strategy', **kwargs)
 
     def _device(self) -> torch.device:
         device = torch.device(get_device())
@@ -453,28 +575,9 @@ class FSDP2Strategy(DDPStrategy):
                                                              set_model_state_dict)
         error = None
         if get_rank() == 0:
-            state_dict = _revise_keys(dict(state_dict or {}), revise_keys)
             shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-            unexpected = sorted(k for k in state_dict if k not in shapes)
-            missing = sorted(k for k in shapes if k not in state_dict)
-            mismatched = sorted(
-                f'{k}: checkpoint {tuple(v.shape)}, model {shapes[k]}'
-                for k, v in state_dict.items()
-                if k in shapes and torch.is_tensor(v) and tuple(v.shape) != shapes[k])
-            state_dict = {k: v for k, v in state_dict.items()
-                          if k in shapes and (not torch.is_tensor(v)
-                                              or tuple(v.shape) == shapes[k])}
-            report = []
-            if unexpected:
-                report.append(f'unexpected key in source state_dict: {", ".join(unexpected)}')
-            if missing:
-                report.append(f'missing keys in source state_dict: {", ".join(missing)}')
-            if mismatched:
-                report.append(f'size mismatch (not loaded): {"; ".join(mismatched)}')
-            if report and strict:
-                error = 'Error(s) in loading state_dict:\n' + '\n'.join(report)
-            elif report:
-                self.logger.warning('\n'.join(report))
+            state_dict, error = check_state_dict(_revise_keys(dict(state_dict or {}), revise_keys),
+                                                 shapes, strict, self.logger)
         else:
             state_dict = {}
         box = [error]
@@ -594,28 +697,18 @@ class FSDP2Strategy(DDPStrategy):
         """Load model weights (``load_from``): a sharded checkpoint folder, or a single-file
         checkpoint (``{'state_dict': ...}`` or a bare state dict; any path or URL MMEngine
         reads) read on rank 0 and broadcast to the shards."""
-        from mmengine.runner.checkpoint import _load_checkpoint
         self.logger.info(f'Load checkpoint from {filename}')
+        if is_deepspeed_checkpoint(filename):
+            raise ValueError(f'{filename} is a DeepSpeed checkpoint folder; FSDP2Strategy reads '
+                             f'single files and its own folders: convert it with '
+                             f'tools/model_converters/consolidate_checkpoint.py first')
         if is_sharded_checkpoint(filename):
             extra = _load_extra(filename)
             if callback is not None:
                 callback(extra)
             self._load_sharded(filename, model=True, strict=strict)
             return extra
-        if get_rank() == 0:
-            checkpoint = _load_checkpoint(filename, map_location='cpu')
-            if not isinstance(checkpoint, dict):
-                raise TypeError(f'{filename}: expected a dict, got {type(checkpoint).__name__}')
-            state_dict = checkpoint.pop('state_dict', None)
-            if state_dict is None:  # a bare state dict
-                state_dict, checkpoint = checkpoint, {}
-            checkpoint.pop('optimizer', None)
-        else:
-            state_dict, checkpoint = {}, None
-        box = [checkpoint]
-        dist.broadcast_object_list(box, src=0)
-        checkpoint = box[0]
-        checkpoint['state_dict'] = state_dict
+        checkpoint = _read_full_checkpoint(filename)
         if callback is not None:
             callback(checkpoint)
         self._load_full_model_state(checkpoint.pop('state_dict'), strict=strict,
@@ -675,7 +768,8 @@ class FSDP2Strategy(DDPStrategy):
 class ExportConsolidatedHook(Hook):
     """After training, write the unsharded model as one checkpoint file in the work dir.
 
-    For :class:`FSDP2Strategy` runs (a no-op warning otherwise): the result loads with
+    For :class:`FSDP2Strategy` and :class:`DeepSpeedZeroStrategy` runs (a no-op warning
+    otherwise): the result loads with
     ``tools/test.py CONFIG work_dirs/.../FILENAME`` and the plain ``Runner``.
 
     Args:
@@ -689,9 +783,9 @@ class ExportConsolidatedHook(Hook):
 
     def after_train(self, runner) -> None:
         strategy = getattr(runner, 'strategy', None)
-        if not isinstance(strategy, FSDP2Strategy):
+        if not hasattr(strategy, 'export_consolidated'):
             runner.logger.warning('ExportConsolidatedHook needs FlexibleRunner with '
-                                  'FSDP2Strategy; nothing exported')
+                                  'FSDP2Strategy or DeepSpeedZeroStrategy; nothing exported')
             return
         path = osp.join(runner.work_dir, self.filename)
         strategy.export_consolidated(path, meta=dict(iter=runner.iter, epoch=runner.epoch))
@@ -752,6 +846,30 @@ def to_deepspeed_optim_wrapper(optim_wrapper: dict) -> Tuple[dict, dict]:
     return cfg, ds
 
 
+def register_deepspeed_optimizers() -> List[str]:
+    """Register the optimizers this DeepSpeed has in MMEngine's ``OPTIMIZERS`` (idempotent).
+
+    MMEngine 0.10.7's own version imports ``deepspeed.runtime.fp16.onebit``, which DeepSpeed
+    removed (0.19 has no 1-bit optimizers), so with a current DeepSpeed every
+    ``DeepSpeedStrategy`` dies in its constructor; it also refuses a second registration.
+    """
+    from mmengine.registry import OPTIMIZERS
+    names = []
+    for module, classes in (('deepspeed.ops.adam', ('DeepSpeedCPUAdam', 'FusedAdam')),
+                            ('deepspeed.ops.lamb', ('FusedLamb', )),
+                            ('deepspeed.runtime.fp16.onebit',
+                             ('OnebitAdam', 'OnebitLamb', 'ZeroOneAdam'))):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        for name in classes:
+            if getattr(mod, name, None) is not None:
+                OPTIMIZERS.register_module(module=getattr(mod, name), force=True)
+                names.append(name)
+    return names
+
+
 def _deepspeed_available() -> bool:
     return importlib.util.find_spec('deepspeed') is not None
 
@@ -799,8 +917,19 @@ class DeepSpeedZeroStrategy(DeepSpeedStrategy):
                 'deepspeed package, which is not installed. Install it on the CUDA machines '
                 '(`pip install deepspeed`), or use FSDP2 instead: '
                 'configs/_base_/strategies/fsdp2_full_shard.py / fsdp2_shard_grad_op.py.')
-        super().__init__(**kwargs)
+        import mmengine._strategy.deepspeed as mmengine_deepspeed
+        stock = mmengine_deepspeed.register_deepspeed_optimizers
+        mmengine_deepspeed.register_deepspeed_optimizers = register_deepspeed_optimizers
+        try:
+            super().__init__(**kwargs)
+        finally:
+            mmengine_deepspeed.register_deepspeed_optimizers = stock
         self.autocast = autocast
+
+    def _setup_distributed(self, launcher: Optional[str] = None, backend: str = 'nccl',
+                           **kwargs) -> None:
+        init_dist_any_device(launcher or 'pytorch', backend, init_backend='deepspeed',
+                             who='DeepSpeedZeroStrategy', **kwargs)
 
     def prepare(self, model, *, optim_wrapper=None, param_scheduler=None, compile=False,
                 dispatch_kwargs=None):
@@ -820,6 +949,131 @@ class DeepSpeedZeroStrategy(DeepSpeedStrategy):
                                         f'optim_wrapper implies {value}')
                 self.config.setdefault(key, value)
         return super().build_optim_wrapper(optim_wrapper, model)
+
+    # ------------------------------------------------------------------ weights
+    # MMEngine's DeepSpeedStrategy loads only DeepSpeed folders (``load_from`` of a pretrained
+    # single file fails), and writing into the module after ``deepspeed.initialize`` would be
+    # undone by the first step: the optimizer keeps its own float32 master copy (partitioned
+    # over the ranks). Both copies are set here, through DeepSpeed's public
+    # ``safe_set_full_fp32_param`` / ``safe_get_full_fp32_param`` and ``GatheredParameters``.
+    def _module(self) -> nn.Module:
+        return self.model.model.module  # our wrapper -> DeepSpeedEngine -> the model
+
+    @staticmethod
+    def _is_zero3(param: torch.Tensor) -> bool:
+        return hasattr(param, 'ds_id')
+
+    def _named_tensors(self):
+        """Parameters and persistent buffers: the entries of ``state_dict()``."""
+        module = self._module()
+        yield from module.named_parameters()
+        for prefix, sub in module.named_modules():
+            for name, buf in sub.named_buffers(prefix=prefix, recurse=False):
+                if buf is not None and name.rsplit('.', 1)[-1] not in \
+                        sub._non_persistent_buffers_set:
+                    yield name, buf
+
+    def _shape(self, tensor: torch.Tensor) -> Tuple[int, ...]:
+        return tuple(tensor.ds_shape) if self._is_zero3(tensor) else tuple(tensor.shape)
+
+    def load_checkpoint(self, filename: str, *, map_location: Union[str, Callable] = 'cpu',
+                        strict: bool = False,
+                        revise_keys: list = [(r'^module.', '')],  # noqa: B006
+                        callback: Optional[Callable] = None) -> dict:
+        """Load model weights (``load_from``): a DeepSpeed checkpoint folder (MMEngine's way),
+        or a single-file checkpoint (a pretrained or consolidated model; any path or URL
+        MMEngine reads), read on rank 0 and sent tensor by tensor to the other ranks, into
+        both the bf16 model and the optimizer's float32 master weights."""
+        if is_deepspeed_checkpoint(filename):
+            return super().load_checkpoint(filename, map_location=map_location, strict=strict,
+                                           revise_keys=revise_keys, callback=callback)
+        if is_sharded_checkpoint(filename):
+            raise ValueError(f'{filename} is an FSDP2 checkpoint folder; DeepSpeedZeroStrategy '
+                             f'reads single files and DeepSpeed folders: convert it with '
+                             f'tools/model_converters/consolidate_checkpoint.py first')
+        self.logger.info(f'Load checkpoint from {filename}')
+        checkpoint = _read_full_checkpoint(filename)
+        if callback is not None:
+            callback(checkpoint)
+        self._load_full_model_state(checkpoint.pop('state_dict'), strict, revise_keys)
+        return checkpoint
+
+    @torch.no_grad()
+    def _load_full_model_state(self, state_dict: dict, strict: bool,
+                               revise_keys: Iterable[Tuple[str, str]]) -> None:
+        import deepspeed
+        from deepspeed.utils import safe_set_full_fp32_param, safe_set_local_fp32_param
+        tensors = list(self._named_tensors())
+        error, keys = None, None
+        if get_rank() == 0:
+            shapes = {name: self._shape(t) for name, t in tensors}
+            state_dict, error = check_state_dict(_revise_keys(dict(state_dict), revise_keys),
+                                                 shapes, strict, self.logger)
+            keys = sorted(state_dict)
+        box = [error, keys]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            raise RuntimeError(box[0])
+        keys = set(box[1])
+        for name, tensor in tensors:
+            if name not in keys:
+                continue
+            device = tensor.device
+            if get_rank() == 0:
+                value = state_dict[name].to(device=device, dtype=torch.float32)
+            else:
+                value = torch.empty(self._shape(tensor), dtype=torch.float32, device=device)
+            dist.broadcast(value, src=0)
+            if self._is_zero3(tensor):
+                with deepspeed.zero.GatheredParameters([tensor], modifier_rank=0):
+                    if get_rank() == 0:
+                        tensor.data.copy_(value)
+            else:
+                tensor.data.copy_(value)
+            if not (isinstance(tensor, nn.Parameter) and tensor.requires_grad):
+                continue
+            if self._is_zero3(tensor):
+                # DeepSpeed 0.19's set_full_hp_param cuts the last rank's slice past the end
+                # when the size does not divide by the ranks: set the local slice, padded.
+                size = tensor.ds_tensor.numel()
+                rank = tensor._z3_optimizer._get_param_partition_rank(tensor)
+                local = value.new_zeros(size)
+                chunk = value.flatten()[rank * size:(rank + 1) * size]
+                local[:chunk.numel()] = chunk
+                safe_set_local_fp32_param(tensor, local)
+            else:
+                safe_set_full_fp32_param(tensor, value)
+
+    @torch.no_grad()
+    def full_model_state_dict(self) -> dict:
+        """The unsharded model (float32 master weights for trained parameters) on rank 0, an
+        empty dict elsewhere. Collective: every rank calls it."""
+        import deepspeed
+        from deepspeed.utils import safe_get_full_fp32_param
+        out = {}
+        for name, tensor in self._named_tensors():
+            value = None
+            if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
+                value = safe_get_full_fp32_param(tensor)
+            if value is None and self._is_zero3(tensor):
+                with deepspeed.zero.GatheredParameters([tensor]):
+                    value = tensor.data.clone()
+            elif value is None:
+                value = tensor.data
+            if get_rank() == 0:
+                out[name] = value.detach().float().cpu().clone()
+        return out
+
+    def export_consolidated(self, filename: str, meta: Optional[dict] = None) -> None:
+        """Write the unsharded float32 model as one mmengine checkpoint file on rank 0
+        (``{'meta': ..., 'state_dict': ...}``). Collective: every rank calls it."""
+        state_dict = self.full_model_state_dict()
+        if get_rank() == 0:
+            meta = dict(meta or {})
+            meta.setdefault('seed', self.seed)
+            meta.setdefault('time', time.strftime('%Y%m%d_%H%M%S', time.localtime()))
+            _atomic_torch_save({'meta': meta, 'state_dict': state_dict}, filename)
+        dist.barrier()
 
     def _autocast_dtype(self) -> Optional[torch.dtype]:
         if not self.autocast:

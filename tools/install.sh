@@ -12,8 +12,9 @@
 #      MMCV_WITH_OPS=1, the C++ standard the torch headers need instead of the hard-coded c++17).
 #      The wheel is cached in MMCV_WHEELHOUSE (default ~/.cache/internvit-dense/mmcv-wheels) under
 #      a key of mmcv/python/torch/CUDA/ABI, so a wheel built for another torch is never reused;
-#   4. mmengine / mmseg / mmdet / timm / fvcore (requirements/runtime.txt), test tools, and this
-#      repository in editable mode;
+#   4. mmengine / mmseg / mmdet / timm / fvcore (requirements/runtime.txt), test tools,
+#      DeepSpeed (requirements/distributed.txt, Python part only) and this repository in
+#      editable mode;
 #   5. a check that mmcv._ext loads and mmcv.ops.nms / MultiScaleDeformableAttention import.
 #
 # MMCV_REINSTALL=1 reinstalls mmcv even when a working one is there (from the wheel cache when
@@ -46,7 +47,7 @@ for path in sys.argv[1:]:
 PYEOF
   local args=()
   for f in "$@"; do args+=(-r "$f"); done
-  "${PIP[@]}" install -q "${args[@]}"
+  "${PIP[@]}" install -q ${PIP_FLAGS:-} "${args[@]}"
 }
 
 log() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -172,6 +173,8 @@ fi
 # ---------------------------------------------------------------- 4. the rest
 log "installing runtime and test requirements"
 pip_install_reqs "$REQ/runtime.txt" "$REQ/tests.txt"
+log "installing DeepSpeed (Python only; its ops compile on first use)"
+DS_BUILD_OPS=0 PIP_FLAGS=--no-build-isolation pip_install_reqs "$REQ/distributed.txt"
 if ! "$PY" -c 'import importlib.metadata as m; m.version("internvit-dense")' 2>/dev/null; then
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 fi
@@ -182,6 +185,7 @@ import mmcv, mmcv._ext  # noqa: F401
 from mmcv.ops import nms, MultiScaleDeformableAttention  # noqa: F401
 import torch, mmengine, mmseg, mmdet, timm  # noqa: F401
 import backbones, segmentation, detection  # noqa: F401
+import deepspeed  # noqa: F401
 boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
 _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
 assert keep.tolist() == [0, 2], keep

@@ -10,6 +10,7 @@ The toolbox is chosen by the config's ``default_scope``; its evaluator prints th
 AP). CKPT is read with ``torch.load(weights_only=True)`` (``backbones/safe_load.py``).
 """
 import argparse
+import glob
 import os
 import os.path as osp
 import sys
@@ -58,8 +59,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file not found: {args.config}')
-    if osp.isdir(args.checkpoint) and osp.isfile(osp.join(args.checkpoint, '.metadata')):
-        parser.error(f'{args.checkpoint} is a sharded (FSDP2) checkpoint folder; write one file '
+    if osp.isdir(args.checkpoint) and (
+            osp.isfile(osp.join(args.checkpoint, '.metadata'))
+            or glob.glob(osp.join(args.checkpoint, '*model_states.pt'))):
+        parser.error(f'{args.checkpoint} is a sharded (FSDP2 or DeepSpeed) checkpoint folder; '
+                     f'write one file '
                      f'with `python tools/model_converters/consolidate_checkpoint.py '
                      f'{args.checkpoint} OUT.pth` and test OUT.pth')
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):

@@ -127,16 +127,45 @@ def check_data(cfg, config_path, parser):
 
 
 def check_devices(cfg, args, parser):
-    """Asking for more GPUs than this node has fails here, with the numbers."""
+    """Asking for more GPUs than this node has fails here, with the numbers. Without any CUDA
+    device (the CPU, for tests and debugging) processes talk over gloo instead of nccl."""
     if args.launcher == 'none':
         return
     import torch
-    backend = (cfg.get('env_cfg') or {}).get('dist_cfg', {}).get('backend', 'nccl')
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    backend = dist_cfg.get('backend', 'nccl')
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     n_gpus = torch.cuda.device_count()
-    if backend == 'nccl' and local_rank >= n_gpus:
+    if n_gpus == 0:
+        setup_cpu_distributed(cfg, args.launcher, backend)
+    elif backend == 'nccl' and local_rank >= n_gpus:
         parser.error(f'process with LOCAL_RANK={local_rank} needs a GPU, but this node has '
                      f'{n_gpus}; launch at most {n_gpus} processes per node')
+
+
+def setup_cpu_distributed(cfg, launcher, backend):
+    """Distributed training without CUDA (gloo). MMEngine's launcher calls
+    ``torch.cuda.set_device`` and its Runner gives DDP ``device_ids``, both of which fail on the
+    CPU: the process group is started here (the Runner then finds it) and the model is wrapped
+    by ``CPUDistributedDataParallel``. FlexibleRunner strategies start their own group."""
+    from mmengine.logging import print_log
+    if backend == 'nccl':
+        print_log('no CUDA device: using the gloo backend instead of nccl', logger='current',
+                  level=logging.WARNING)
+        cfg.env_cfg.dist_cfg.backend = backend = 'gloo'
+    if cfg.get('runner_type', 'Runner') == 'FlexibleRunner':
+        return
+    from backbones.engine import CPUDistributedDataParallel  # noqa: F401 (registers it)
+    from backbones.strategies import init_dist_any_device
+    kwargs = {k: v for k, v in cfg.env_cfg.dist_cfg.items() if k != 'backend'}
+    init_dist_any_device(launcher, backend, who='tools/train.py', **kwargs)
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
+        wrapper['type'] = 'CPUDistributedDataParallel'
+        # the Runner's own defaults when it builds MMDistributedDataParallel itself
+        wrapper.setdefault('broadcast_buffers', False)
+        wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+        cfg.model_wrapper_cfg = wrapper
 
 
 def resolve_auto_resume(cfg):

@@ -261,16 +261,28 @@ def test_strategy_piece_merges_into_a_config(tmp_path):
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
 
 
-@pytest.mark.skipif(importlib.util.find_spec('deepspeed') is not None,
-                    reason='deepspeed is installed')
 @pytest.mark.parametrize('stage', [1, 2, 3])
-def test_deepspeed_without_package_is_a_clear_error(stage):
+def test_deepspeed_without_package_is_a_clear_error(stage, monkeypatch):
     from mmengine.registry import STRATEGIES
 
-    import backbones.strategies  # noqa: F401
+    import backbones.strategies
+    monkeypatch.setattr(backbones.strategies, '_deepspeed_available', lambda: False)
     cfg = Config.fromfile(osp.join(STRATEGY_DIR, f'deepspeed_zero{stage}.py'))
     with pytest.raises(ImportError, match=r'needs the deepspeed package.*fsdp2_full_shard'):
         STRATEGIES.build(cfg.strategy.to_dict())
+
+
+def test_deepspeed_optimizers_registered_with_a_current_deepspeed():
+    """MMEngine 0.10.7 imports DeepSpeed's removed 1-bit optimizers; ours registers what
+    exists, twice without complaint."""
+    pytest.importorskip('deepspeed')
+    from mmengine.registry import OPTIMIZERS
+
+    from backbones.strategies import register_deepspeed_optimizers
+    names = register_deepspeed_optimizers()
+    assert {'FusedAdam', 'DeepSpeedCPUAdam', 'FusedLamb'} <= set(names)
+    assert register_deepspeed_optimizers() == names
+    assert OPTIMIZERS.get('FusedAdam') is not None
 
 
 def test_to_deepspeed_optim_wrapper():

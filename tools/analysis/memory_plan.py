@@ -13,19 +13,27 @@ Where the numbers come from:
 * Parameters: the config's model (or ``--arch``'s InternViT) built on the meta device; trainable
   vs frozen (and ``frozen_dtype``) as configured; "block" = one InternViT ``Block``, "root" =
   everything else (stem, neck, heads), FSDP2's two kinds of shard groups.
-* Activations of the backbone: the bytes autograd saves for one ``Block`` in bf16, counted with
-  ``saved_tensors_hooks`` on a real block of the arch's width (CPU, batch 1, 16 and 32 tokens,
-  fitted as ``a*N + b*N**2`` per image and evaluated at the crop's token count). Without
-  checkpointing every block keeps them; with it each block keeps its bf16 input and one block at
-  a time recomputes its activations in backward. Neck and heads (segmentation configs, when
-  mmseg is installed): saved bytes of their float32 forward on the meta device, plus the
-  upsampled logits and the cross-entropy; without them, the float32 backbone maps only.
+* Activations of the backbone: the bytes autograd saves for one ``Block``, counted with
+  ``saved_tensors_hooks`` on a real block of the arch's width (CPU, batch 1, 16, 32 and 48
+  tokens, fitted as ``c + a*N + b*N**2`` per image, where ``c``, autocast's weight copies, is
+  counted with the weights, and evaluated at the crop's token count), in the precision each
+  strategy runs it in (``PRECISION``): bf16 weights and a bf16 residual stream (FSDP2's
+  ``param_dtype``, DeepSpeed's bf16 mode), or float32 weights under bf16 autocast (DDP with
+  ``AmpOptimWrapper``), where the residual stream stays float32 (the float32 cls token and
+  position embeddings promote it). Without checkpointing every block keeps them; with it each
+  block keeps its input (2 or 4 bytes per element) and one block at a time recomputes its
+  activations in backward. Neck and heads (segmentation configs, when mmseg is installed): saved
+  bytes of their forward on fake CPU tensors (``FakeTensorMode``: nothing is allocated, but
+  ``torch.autocast`` applies), in float32 (FSDP2's root group) or under bf16 autocast (DDP,
+  DeepSpeed), plus the upsampled logits and the cross-entropy; without them, the float32
+  backbone maps only. CPU autocast is taken for CUDA's (they differ in ops InternViT's default
+  sdpa path and the UperNet heads do not use, e.g. softmax).
 * Strategies (AdamW: two float32 states per trainable parameter):
 
   ==========  ============================  ==========================  ==================
   strategy    weights                       gradients                   optimizer
   ==========  ============================  ==========================  ==================
-  ddp         fp32 + bf16 autocast copies   fp32                        8 B/param
+  ddp         fp32 + bf16 autocast copies   fp32 + fp32 DDP buckets     8 B/param
   fsdp        fp32 / N + 2 gathered bf16    fp32 / N + one block's      8 B/param / N
               blocks + fp32 root            bf16 grad + fp32 reduce
                                             buffer + fp32 root grads
@@ -39,9 +47,16 @@ Where the numbers come from:
   FSDP2 keeps its sharded float32 parameters as the master copy (``MixedPrecisionPolicy``
   ``param_dtype=bf16``, ``reduce_dtype=fp32``; the root group computes in float32, see
   ``backbones/strategies.py``); DeepSpeed's bf16 mode keeps bf16 weights plus a float32 master
-  shard. Not counted: allocator fragmentation, communication buckets beyond one block, the
-  dataloader, and ``--overhead`` GiB (default 2) added to every total for the CUDA context,
-  cuBLAS/NCCL workspaces.
+  shard. DDP's reducer keeps a float32 bucket copy of every gradient (MMEngine's
+  ``MMDistributedDataParallel`` does not set ``gradient_as_bucket_view``).
+
+Every term is summed, although gradients and the forward's activations never peak together (a
+slight overestimate; ``tests/test_tools/test_memory_plan.py`` checks the DDP total against the
+peak measured on the CPU for a step of the tiny demo config). Not counted: allocator
+fragmentation, communication buckets of the sharded strategies beyond one block, ``foreach``
+optimizer temporaries (one float32 copy of a parameter group's shard during ``step``), the input
+batch and the dataloader, and ``--overhead`` GiB (default 2) added to every total for the CUDA
+context, cuBLAS/NCCL workspaces.
 """
 from __future__ import annotations
 
@@ -62,6 +77,14 @@ STRATEGIES = ('ddp', 'fsdp', 'fsdp_sgo', 'zero1', 'zero2', 'zero3')
 STRATEGY_NAMES = {
     'ddp': 'DDP (bf16 autocast)', 'fsdp': 'FSDP2 full shard', 'fsdp_sgo': 'FSDP2 shard-grad-op',
     'zero1': 'DeepSpeed ZeRO-1', 'zero2': 'DeepSpeed ZeRO-2', 'zero3': 'DeepSpeed ZeRO-3'}
+# Precision of the forward, per strategy: (InternViT blocks, neck and heads). 'bf16': bf16
+# weights (FSDP2's param_dtype; DeepSpeed's bf16 mode casts the whole model); 'amp': float32
+# weights under bf16 autocast (DDP with AmpOptimWrapper; DeepSpeed's heads, whose bf16 weights
+# also run under autocast, save the same); 'fp32': FSDP2's float32 root group, no autocast.
+PRECISION = {'ddp': ('amp', 'amp'), 'fsdp': ('bf16', 'fp32'), 'fsdp_sgo': ('bf16', 'fp32'),
+             'zero1': ('bf16', 'amp'), 'zero2': ('bf16', 'amp'), 'zero3': ('bf16', 'amp')}
+BLOCK_PRECISIONS = ('bf16', 'amp')
+HEAD_PRECISIONS = ('fp32', 'amp')
 
 
 # --------------------------------------------------------------------------- model facts
@@ -75,10 +98,11 @@ class ModelFacts:
     root_frozen: int = 0
     frozen_bytes: int = 4              # bytes per frozen parameter as stored
     num_blocks: int = 0
-    block_act: float = 0.0             # bytes saved by one block in forward (no checkpointing)
-    block_input: float = 0.0           # bytes of one block's bf16 input (kept with checkpointing)
-    other_act: float = 0.0             # neck + heads + loss (or the backbone's output maps)
-    notes: List[str] = field(default_factory=list)
+    # activation bytes by precision (keys of BLOCK_PRECISIONS / HEAD_PRECISIONS):
+    block_act: Dict[str, float] = field(default_factory=dict)    # saved by one block's forward
+    block_input: Dict[str, float] = field(default_factory=dict)  # one block's input (ckpt)
+    other_act: Dict[str, float] = field(default_factory=dict)    # neck + heads + loss (or the
+    notes: List[str] = field(default_factory=list)               # backbone's output maps)
 
     @property
     def trainable(self) -> int:
@@ -92,10 +116,13 @@ class ModelFacts:
     def total(self) -> int:
         return self.trainable + self.frozen
 
-    def activations(self, checkpointing: bool) -> float:
+    def activations(self, checkpointing: bool, strategy: str) -> float:
+        """Saved activation bytes of one step under ``strategy`` (its ``PRECISION``)."""
+        blocks, heads = PRECISION[strategy]
+        act, inp, other = self.block_act[blocks], self.block_input[blocks], self.other_act[heads]
         if checkpointing:
-            return self.num_blocks * self.block_input + self.block_act + self.other_act
-        return self.num_blocks * self.block_act + self.other_act
+            return self.num_blocks * inp + act + other
+        return self.num_blocks * act + other
 
 
 def saved_tensor_bytes(fn, exclude: Sequence[torch.Tensor] = ()) -> int:
@@ -119,11 +146,17 @@ def saved_tensor_bytes(fn, exclude: Sequence[torch.Tensor] = ()) -> int:
 
 
 def block_activation_fit(arch: dict, drop_path: float = 0.0, attn_impl: str = 'sdpa',
-                         dtype: torch.dtype = torch.bfloat16) -> Tuple[float, float]:
+                         dtype: torch.dtype = torch.bfloat16,
+                         precision: str = 'bf16') -> Tuple[float, float]:
     """``(a, b)`` such that one InternViT block saves ``a*N + b*N**2`` bytes per image of N
-    tokens in training, measured on the CPU at N = 16 and 32 (``b`` is 0 unless the attention
-    keeps its N x N matrix, as the naive implementation does)."""
+    tokens in training, measured on the CPU at N = 16, 32 and 48 (``b`` is 0 unless the attention
+    keeps its N x N matrix, as the naive implementation does). ``precision='bf16'``: weights
+    and input in ``dtype``; ``'amp'``: float32 weights and input under ``dtype`` autocast."""
     from backbones.layers import Block
+    if precision not in BLOCK_PRECISIONS:
+        raise ValueError(f'precision must be one of {BLOCK_PRECISIONS}, got {precision!r}')
+    amp = precision == 'amp'
+    autocast_dtype, dtype = dtype, (torch.float32 if amp else dtype)
     with torch.device('meta'):
         block = Block(arch['embed_dims'], arch['num_heads'], arch['mlp_ratio'],
                       qkv_bias=arch['qkv_bias'], qk_norm=arch['qk_norm'],
@@ -138,12 +171,18 @@ def block_activation_fit(arch: dict, drop_path: float = 0.0, attn_impl: str = 's
 
     def measure(n: int) -> int:
         x = torch.randn(1, n, arch['embed_dims'], dtype=dtype, requires_grad=True)
-        return saved_tensor_bytes(lambda: block(x), exclude=params)
 
-    n1, n2 = 16, 32
-    m1, m2 = measure(n1), measure(n2)
-    b = (m2 / n2 - m1 / n1) / (n2 - n1)
-    a = m1 / n1 - b * n1
+        def run():
+            with torch.autocast('cpu', dtype=autocast_dtype, enabled=amp):
+                block(x)
+        return saved_tensor_bytes(run, exclude=params)
+
+    # m(N) = c + a*N + b*N**2 through three token counts; the constant c is autocast's bf16
+    # copies of the weights, saved for backward but counted with the weights (0 in bf16)
+    d = 16
+    m1, m2, m3 = (measure(n) for n in (d, 2 * d, 3 * d))
+    b = (m3 - 2 * m2 + m1) / (2 * d * d)
+    a = (m2 - m1) / d - b * 3 * d
     return a, max(b, 0.0)
 
 
@@ -153,29 +192,43 @@ def _crop_hw(crop) -> Tuple[int, int]:
     return int(crop[0]), int(crop[1])
 
 
-def _head_activation_bytes(model: nn.Module, feats: Tuple[torch.Tensor, ...], crop_hw,
-                           batch: int) -> Optional[float]:
-    """Saved bytes of neck + decode/auxiliary heads (+ upsampled logits and CE) on meta."""
+def _head_activation_bytes(model: nn.Module, feat_shapes: Sequence[Tuple[int, ...]],
+                           crop_hw, batch: int) -> Dict[str, float]:
+    """Saved bytes of neck + decode/auxiliary heads (+ upsampled logits and CE), by
+    ``HEAD_PRECISIONS``, counted on fake CPU tensors (allocates nothing; autocast applies)."""
     import torch.nn.functional as F
     from mmengine.model import revert_sync_batchnorm
-    model = revert_sync_batchnorm(model)
-    params = list(model.parameters())
-
-    def run():
-        x = model.neck(feats) if getattr(model, 'neck', None) is not None else feats
-        heads = [getattr(model, 'decode_head', None)]
-        aux = getattr(model, 'auxiliary_head', None)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    parts = {name: getattr(model, name, None)
+             for name in ('neck', 'decode_head', 'auxiliary_head')}
+    parts = revert_sync_batchnorm(copy.deepcopy(  # the meta model stays as it was
+        nn.ModuleDict({k: v for k, v in parts.items() if v is not None})))
+    out = {}
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        parts = parts.to_empty(device='cpu').train()
+        params = list(parts.parameters())
+        feats = tuple(torch.empty(shape, requires_grad=True) for shape in feat_shapes)
+        heads = [parts['decode_head']] if 'decode_head' in parts else []
+        aux = parts['auxiliary_head'] if 'auxiliary_head' in parts else None
         heads += list(aux) if isinstance(aux, nn.ModuleList) else [aux]
-        for head in heads:
-            if head is None:
-                continue
-            logits = head(x)
-            if isinstance(logits, torch.Tensor) and logits.dim() == 4:
-                up = F.interpolate(logits, size=crop_hw, mode='bilinear', align_corners=False)
-                labels = torch.zeros(batch, *crop_hw, dtype=torch.long, device=up.device)
-                F.cross_entropy(up, labels, ignore_index=255)
 
-    return float(saved_tensor_bytes(run, exclude=params))
+        def run(amp: bool):
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+                x = parts['neck'](feats) if 'neck' in parts else feats
+                for head in heads:
+                    if head is None:
+                        continue
+                    logits = head(x)
+                    if isinstance(logits, torch.Tensor) and logits.dim() == 4:
+                        up = F.interpolate(logits, size=crop_hw, mode='bilinear',
+                                           align_corners=False)
+                        labels = torch.zeros(batch, *crop_hw, dtype=torch.long)
+                        F.cross_entropy(up, labels, ignore_index=255)
+
+        for precision in HEAD_PRECISIONS:
+            out[precision] = float(saved_tensor_bytes(lambda: run(precision == 'amp'),
+                                                      exclude=params))
+    return out
 
 
 def facts_from_model(model: nn.Module, backbone: nn.Module, crop, batch: int,
@@ -201,23 +254,30 @@ def facts_from_model(model: nn.Module, backbone: nn.Module, crop, batch: int,
     tokens = grid[0] * grid[1] + 1
     dpr = max((getattr(b.drop_path, 'drop_prob', 0.0) or 0.0) for b in blocks) if blocks else 0
     attn_impl = blocks[0].attn.attn_impl if blocks else 'sdpa'
-    a, b = block_activation_fit(arch, drop_path=dpr, attn_impl=attn_impl)
+    # residual stream: bf16 with bf16 weights, float32 under autocast (see the module docstring)
+    stream_bytes = {'bf16': 2, 'amp': 4}
+    for precision in BLOCK_PRECISIONS:
+        if getattr(backbone, 'frozen', False):  # no graph through a frozen backbone
+            facts.block_act[precision] = facts.block_input[precision] = 0.0
+            continue
+        a, b = block_activation_fit(arch, drop_path=dpr, attn_impl=attn_impl,
+                                    precision=precision)
+        facts.block_act[precision] = batch * (a * tokens + b * tokens ** 2)
+        facts.block_input[precision] = batch * tokens * arch['embed_dims'] * stream_bytes[
+            precision]
     if getattr(backbone, 'frozen', False):
-        facts.block_act = facts.block_input = 0.0  # no graph through a frozen backbone
         facts.notes.append('frozen backbone: no backbone activations are kept for backward')
-    else:
-        facts.block_act = batch * (a * tokens + b * tokens ** 2)
-        facts.block_input = batch * tokens * arch['embed_dims'] * 2
-    maps = [torch.empty(batch, arch['embed_dims'], *grid, device='meta', requires_grad=True)
-            for _ in backbone.out_indices]
+    map_shape = (batch, arch['embed_dims'], *grid)
+    maps = [map_shape] * len(backbone.out_indices)
     head_bytes = None
     if heads and model is not backbone:
         try:
-            head_bytes = _head_activation_bytes(model, tuple(maps), (h, w), batch)
+            head_bytes = _head_activation_bytes(model, maps, (h, w), batch)
         except Exception as e:  # noqa: BLE001 - an estimate; say why it is missing
             facts.notes.append(f'neck/head activations not measured ({type(e).__name__}: {e})')
     if head_bytes is None:
-        head_bytes = float(sum(m.numel() * 4 for m in maps))
+        maps_bytes = float(len(maps) * 4 * batch * arch['embed_dims'] * grid[0] * grid[1])
+        head_bytes = {precision: maps_bytes for precision in HEAD_PRECISIONS}
         facts.notes.append('activations: backbone output maps only (neck/heads not counted)')
     facts.other_act = head_bytes
     if any(getattr(b, 'window_size', None) for b in blocks):
@@ -299,7 +359,7 @@ def plan(facts: ModelFacts, strategy: str, gpus: int, overhead_gib: float = 2.0)
     root_all = facts.root_trainable + facts.root_frozen
     if strategy == 'ddp':
         weights = 4 * t + 2 * t + fb * f   # fp32 params + autocast's bf16 copies + frozen
-        grads = 4 * t
+        grads = 4 * t + 4 * t              # fp32 .grad + the reducer's fp32 buckets
         optim = 8 * t
     elif strategy in ('fsdp', 'fsdp_sgo'):
         gathered = (2 * (facts.block_trainable + facts.block_frozen)
@@ -313,8 +373,8 @@ def plan(facts: ModelFacts, strategy: str, gpus: int, overhead_gib: float = 2.0)
         weights = 2 * total / n + 2 * 2 * blk if strategy == 'zero3' else 2 * total
         grads = 2 * t / n if strategy in ('zero2', 'zero3') else 2 * t
         optim = 12 * t / n
-    return Plan(strategy, gpus, weights, grads, optim, facts.activations(True),
-                facts.activations(False), overhead_gib * GiB)
+    return Plan(strategy, gpus, weights, grads, optim, facts.activations(True, strategy),
+                facts.activations(False, strategy), overhead_gib * GiB)
 
 
 def min_gpus(facts: ModelFacts, strategy: str, gpu_mem_gib: float, overhead_gib: float = 2.0,
@@ -367,8 +427,11 @@ def describe(facts: ModelFacts, crop_hw, batch: int, overhead: float) -> str:
         f'in {facts.num_blocks} blocks of {facts.largest_block / 1e6:.1f} M; '
         f'root (stem, neck, heads) {(facts.root_trainable + facts.root_frozen) / m:.3f} B',
         f'per GPU: batch {batch}, crop {crop_hw[0]}x{crop_hw[1]}; one block saves '
-        f'{facts.block_act / GiB:.2f} GiB (bf16), neck/heads/outputs '
-        f'{facts.other_act / GiB:.2f} GiB; totals include {overhead:g} GiB overhead']
+        f'{facts.block_act["bf16"] / GiB:.2f} GiB in bf16, '
+        f'{facts.block_act["amp"] / GiB:.2f} GiB with float32 weights under autocast; '
+        f'neck/heads/outputs {facts.other_act["fp32"] / GiB:.2f} GiB in float32, '
+        f'{facts.other_act["amp"] / GiB:.2f} GiB under autocast; '
+        f'totals include {overhead:g} GiB overhead']
     lines += [f'note: {n}' for n in facts.notes]
     return '\n'.join(lines)
 

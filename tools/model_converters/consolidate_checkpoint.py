@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Turn a sharded FSDP2 checkpoint folder (iter_N.pth/) into one mmengine checkpoint file.
+"""Turn a sharded checkpoint folder (iter_N.pth/) into one mmengine checkpoint file.
 
     python tools/model_converters/consolidate_checkpoint.py SRC_FOLDER DST.pth
 
-DST loads with the plain Runner, DDP and ``tools/test.py``. Runs in one process, without GPUs.
-The folder's ``.metadata`` is a pickle written by torch.distributed.checkpoint: only
-consolidate folders you (or someone you trust) wrote.
+SRC_FOLDER is written by FSDP2Strategy (torch.distributed.checkpoint) or DeepSpeedZeroStrategy
+(ZeRO 1/2/3; needs the deepspeed package). DST (float32 weights, no optimizer state) loads with
+the plain Runner, DDP and ``tools/test.py``. Runs in one process, without GPUs. Both folder
+formats hold pickles: only consolidate folders you (or someone you trust) wrote.
 """
 import argparse
 import os.path as osp
@@ -18,12 +19,15 @@ if ROOT not in sys.path:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='sharded checkpoint folder written by FSDP2Strategy')
+    parser.add_argument('src', help='checkpoint folder written by FSDP2Strategy or '
+                                    'DeepSpeedZeroStrategy')
     parser.add_argument('dst', help='single-file checkpoint to write')
     args = parser.parse_args(argv)
-    from backbones.strategies import consolidate_checkpoint, is_sharded_checkpoint
-    if not is_sharded_checkpoint(args.src):
-        parser.error(f'{args.src} is not a sharded checkpoint folder (no .metadata inside)')
+    from backbones.strategies import (consolidate_checkpoint, is_deepspeed_checkpoint,
+                                      is_sharded_checkpoint)
+    if not (is_sharded_checkpoint(args.src) or is_deepspeed_checkpoint(args.src)):
+        parser.error(f'{args.src} is not a sharded checkpoint folder (neither the .metadata of '
+                     f'FSDP2 nor the *model_states.pt of DeepSpeed inside)')
     out = consolidate_checkpoint(args.src, args.dst)
     print(f'wrote {args.dst}: {len(out["state_dict"])} tensors')
 
