@@ -98,7 +98,8 @@ class InternViT(BaseModule):
             outputs are returned.
         drop_path_rate (float): Stochastic depth, linearly increasing over the blocks.
         with_cp (bool): Activation checkpointing per block during training.
-        attn_impl (str): ``'sdpa'`` (default), ``'flash_attn'`` or ``'naive'``.
+        attn_impl (str): ``'auto'`` (default: flash-attn for CUDA bf16/fp16 inputs when the
+            package is installed, else sdpa), ``'sdpa'``, ``'flash_attn'`` or ``'naive'``.
         frozen (bool): Freeze every parameter (linear probing / head tuning) and keep the
             backbone in eval mode.
         frozen_dtype (str, optional): With ``frozen=True``, hold the frozen weights in this dtype
@@ -132,7 +133,7 @@ class InternViT(BaseModule):
                  out_indices: Union[int, Sequence[int]] = -1,
                  drop_path_rate: float = 0.0,
                  with_cp: bool = False,
-                 attn_impl: str = 'sdpa',
+                 attn_impl: str = 'auto',
                  frozen: bool = False,
                  frozen_dtype: Optional[str] = None,
                  norm_eps: float = 1e-6,

@@ -14,12 +14,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-ATTN_IMPLS = ('sdpa', 'flash_attn', 'naive')
+ATTN_IMPLS = ('auto', 'sdpa', 'flash_attn', 'naive')
 
 
 def flash_attn_available() -> bool:
     """Whether the ``flash_attn`` package can be imported (it needs CUDA at call time)."""
     return importlib.util.find_spec('flash_attn') is not None
+
+
+def resolve_attn_impl(requested: str, *, is_cuda: bool, dtype: torch.dtype, masked: bool,
+                      flash_available: Optional[bool] = None) -> str:
+    """The attention kernel a call runs: ``'flash_attn'`` for CUDA fp16/bf16 inputs without a
+    mask when it was requested, or with ``'auto'`` when the flash_attn package is installed;
+    ``'sdpa'`` for everything else that asked for ``'auto'`` / ``'flash_attn'``; ``'naive'``
+    only on request."""
+    if requested in ('sdpa', 'naive'):
+        return requested
+    if flash_available is None:
+        flash_available = requested == 'flash_attn' or flash_attn_available()
+    if flash_available and is_cuda and not masked and dtype in (torch.float16, torch.bfloat16):
+        return 'flash_attn'
+    return 'sdpa'
 
 
 class RMSNorm(nn.Module):
@@ -77,13 +92,15 @@ class Attention(nn.Module):
         qkv_bias (bool): Bias in the fused qkv projection.
         qk_norm (bool): Normalise q and k over the full width.
         norm_type (str): ``'rms_norm'`` or ``'layer_norm'`` for the QK-norm.
-        attn_impl (str): ``'sdpa'`` (``F.scaled_dot_product_attention``; on CUDA it dispatches
-            to flash / memory-efficient kernels), ``'flash_attn'`` (the flash-attn package, used
-            for CUDA half-precision inputs; other inputs fall back to sdpa) or ``'naive'``.
+        attn_impl (str): ``'auto'`` (default: the flash-attn package for CUDA half-precision
+            inputs when it is installed, else sdpa), ``'sdpa'``
+            (``F.scaled_dot_product_attention``; on CUDA it dispatches to its own flash /
+            memory-efficient kernels), ``'flash_attn'`` (the package is required; inputs it
+            cannot take fall back to sdpa) or ``'naive'``.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, qk_norm: bool = True,
-                 norm_type: str = 'rms_norm', attn_impl: str = 'sdpa',
+                 norm_type: str = 'rms_norm', attn_impl: str = 'auto',
                  norm_eps: float = 1e-6) -> None:
         super().__init__()
         if dim % num_heads:
@@ -98,6 +115,7 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.attn_impl = attn_impl
+        self._flash_available = attn_impl != 'sdpa' and flash_attn_available()
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.q_norm = build_norm(norm_type, dim, norm_eps) if qk_norm else nn.Identity()
         self.k_norm = build_norm(norm_type, dim, norm_eps) if qk_norm else nn.Identity()
@@ -110,10 +128,9 @@ class Attention(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
         q, k = self.q_norm(q), self.k_norm(k)
-        impl = self.attn_impl
-        if impl == 'flash_attn' and (attn_mask is not None or not x.is_cuda
-                                     or x.dtype not in (torch.float16, torch.bfloat16)):
-            impl = 'sdpa'  # flash-attn kernels: CUDA half precision, no masks
+        impl = resolve_attn_impl(self.attn_impl, is_cuda=x.is_cuda, dtype=q.dtype,
+                                 masked=attn_mask is not None,
+                                 flash_available=self._flash_available)
         if impl == 'flash_attn':
             from flash_attn import flash_attn_func
             shape = (B, N, self.num_heads, self.head_dim)
@@ -203,7 +220,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  qk_norm: bool = True, norm_type: str = 'rms_norm',
                  layer_scale_init: Optional[float] = 0.1, drop_path: float = 0.0,
-                 attn_impl: str = 'sdpa', norm_eps: float = 1e-6,
+                 attn_impl: str = 'auto', norm_eps: float = 1e-6,
                  window_size: Optional[int] = None) -> None:
         super().__init__()
         self.window_size = window_size

@@ -334,11 +334,13 @@ def test_adapter_config_trains_a_step_and_predicts(key):
     assert any(g['weight_decay'] == 0 and any(p is level_embed for p in g['params'])
                for g in groups)
 
+    num_classes = model_cfg.decode_head.num_classes
+
     def batch(n):
         samples = []
         for _ in range(n):
             s = SegDataSample()
-            s.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, 64, 64)))
+            s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, 64, 64)))
             s.set_metainfo(dict(img_shape=(64, 64), ori_shape=(64, 64)))
             samples.append(s)
         return dict(inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)

@@ -155,6 +155,48 @@ def test_flash_attn_matches_sdpa_bf16():
             assert rel_err(a, b) < 2e-2
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and flash_attn_available()),
+                    reason='flash-attn needs CUDA and the flash_attn package')
+def test_auto_attention_runs_flash_attn_on_cuda_bf16(monkeypatch):
+    """The default attn_impl='auto' calls flash-attn's kernel for CUDA bf16 inputs."""
+    import flash_attn
+    calls = []
+    real = flash_attn.flash_attn_func
+    monkeypatch.setattr(flash_attn, 'flash_attn_func',
+                        lambda *a, **k: calls.append(a[0].dtype) or real(*a, **k))
+    model = build().cuda().to(torch.bfloat16)
+    assert model.blocks[0].attn.attn_impl == 'auto'
+    with torch.no_grad():
+        model(torch.randn(1, 3, 56, 56, device='cuda', dtype=torch.bfloat16))
+    assert calls and set(calls) == {torch.bfloat16}
+
+
+def test_attention_kernel_selection():
+    from backbones.layers import resolve_attn_impl
+    bf16, fp32 = torch.bfloat16, torch.float32
+
+    def pick(req, cuda=True, dtype=bf16, masked=False, avail=True):
+        return resolve_attn_impl(req, is_cuda=cuda, dtype=dtype, masked=masked,
+                                 flash_available=avail)
+    assert pick('auto') == 'flash_attn'
+    assert pick('auto', avail=False) == 'sdpa'  # not installed
+    assert pick('auto', cuda=False) == 'sdpa'
+    assert pick('auto', dtype=fp32) == 'sdpa'  # flash kernels take half precision only
+    assert pick('auto', dtype=torch.float16) == 'flash_attn'
+    assert pick('auto', masked=True) == 'sdpa'  # padded windows need a mask
+    assert pick('flash_attn') == 'flash_attn' and pick('flash_attn', cuda=False) == 'sdpa'
+    assert pick('sdpa') == 'sdpa' and pick('naive') == 'naive'
+    # the default is 'auto', and on this CPU it computes what sdpa computes
+    auto, sdpa = build(), build(attn_impl='sdpa')
+    assert auto.blocks[0].attn.attn_impl == 'auto'
+    sdpa.load_state_dict(auto.state_dict())
+    x = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        for a, b in zip(auto(x), sdpa(x)):
+            assert torch.equal(a, b)
+
+
 def test_flash_attn_request_without_package_is_clear():
     if flash_attn_available():
         pytest.skip('flash_attn is installed here')

@@ -22,7 +22,7 @@ model = dict(
         out_indices=[11, 23, 35, 47],
         drop_path_rate=0.0,
         with_cp=True,
-        attn_impl='sdpa',
+        attn_impl='auto',  # flash-attn on CUDA when installed, else sdpa
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
     neck=dict(
         type='SimpleFeaturePyramid',
