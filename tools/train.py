@@ -129,9 +129,15 @@ def check_data(cfg, config_path, parser):
 def check_devices(cfg, args, parser):
     """Asking for more GPUs than this node has fails here, with the numbers. Without any CUDA
     device (the CPU, for tests and debugging) processes talk over gloo instead of nccl."""
+    import torch
+    strategy = (cfg.get('strategy') or {}).get('type') \
+        if cfg.get('runner_type') == 'FlexibleRunner' else None
+    if strategy == 'FSDPStrategy' and not torch.cuda.is_available():
+        parser.error('the FSDPStrategy of this config (FSDP1, configs/_base_/strategies/'
+                     'fsdp1_full_shard.py) needs CUDA GPUs: torch refuses FSDP1 without an '
+                     'accelerator. Without GPUs use --strategy fsdp2_full_shard.')
     if args.launcher == 'none':
         return
-    import torch
     dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
     backend = dist_cfg.get('backend', 'nccl')
     local_rank = int(os.environ.get('LOCAL_RANK', 0))

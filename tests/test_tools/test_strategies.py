@@ -628,3 +628,53 @@ def test_train_py_strategy_flag_replaces_engine():
     assert 'model_wrapper' not in cfg.strategy
     cli.apply_strategy(cfg, 'ddp')
     assert cfg.runner_type == 'Runner' and 'strategy' not in cfg
+
+
+# --------------------------------------------------------------------------- FSDP1 (CUDA only)
+def _fsdp1_cpu_worker(rank, tmp):
+    """FSDP1 from its config piece, on the CPU, as far as torch lets it: one gloo rank, the
+    policy spied on, until FSDP moves the first wrapped unit to the GPU."""
+    torch.set_num_threads(1)
+    import traceback
+
+    import torch.distributed as dist
+    from mmengine.registry import FUNCTIONS, STRATEGIES
+
+    import backbones.strategies as strategies
+    os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1')
+    dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)
+    wrapped = []
+
+    def spy(module, recurse, nonwrapped_numel, **kwargs):
+        decision = strategies.internvit_block_auto_wrap_policy(module, recurse, nonwrapped_numel,
+                                                               **kwargs)
+        if not recurse and decision:
+            wrapped.append(type(module).__name__)
+        return decision
+
+    FUNCTIONS.register_module(name='internvit_block_auto_wrap_policy', module=spy, force=True)
+    cfg = Config.fromfile(osp.join(STRATEGY_DIR, 'fsdp1_full_shard.py')).strategy.to_dict()
+    cfg.update(work_dir=tmp, env_kwargs=dict(launcher='pytorch', dist_cfg=dict(backend='gloo')))
+    strategy = STRATEGIES.build(cfg)
+    error = None
+    try:
+        strategy.prepare(ToyClassifier(), optim_wrapper=dict(OPTIM),
+                         param_scheduler=dict(SCHEDULER),
+                         dispatch_kwargs=dict(max_iters=STEPS, epoch_length=STEPS))
+    except Exception as e:  # noqa: BLE001 (the expected stop: no GPU)
+        error = (type(e).__name__, str(e), traceback.format_exc())
+    torch.save(dict(strategy=type(strategy).__name__, wrapped=wrapped, error=error),
+               osp.join(tmp, 'fsdp1.pth'))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the GPU test runs FSDP1 for real')
+def test_fsdp1_piece_reaches_fsdp_wrapping_on_the_cpu(tmp_path):
+    spawn(_fsdp1_cpu_worker, str(tmp_path), nprocs=1)
+    res = torch.load(tmp_path / 'fsdp1.pth', weights_only=False)
+    assert res['strategy'] == 'FSDPStrategy'
+    # FSDP1 asked our policy, and wrapped an InternViT block first; then it needed CUDA
+    assert res['wrapped'] and res['wrapped'][0] == 'Block'
+    kind, message, trace = res['error']
+    assert '_recursive_wrap' in trace and ('NVIDIA' in message or 'accelerator' in message
+                                           or 'CUDA' in message), trace

@@ -260,3 +260,16 @@ def test_train_test_resume_tiny_mmseg(tmp_path):
     assert 'resumed epoch: 0, iter: 4' in log
     assert (work_dir / 'iter_6.pth').is_file()
     assert (work_dir / 'last_checkpoint').read_text().strip() == str(work_dir / 'iter_6.pth')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='FSDP1 runs where there is CUDA')
+def test_fsdp1_without_cuda_is_refused_with_the_alternative(tmp_path, capsys):
+    config = tmp_path / 'fsdp1.py'
+    config.write_text("_base_ = ['" + osp.join(ROOT, 'configs', '_base_', 'strategies',
+                                               'fsdp1_full_shard.py') + "']\nmodel = dict()\n"
+                      "default_scope = 'mmseg'\n")
+    with pytest.raises(SystemExit) as exc:
+        _load(TRAIN).main([str(config), '--work-dir', str(tmp_path / 'w')])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert 'needs CUDA GPUs' in err and '--strategy fsdp2_full_shard' in err
