@@ -271,18 +271,23 @@ def test_few_shot_recipe(denominator, iters):
 @pytest.mark.parametrize('rel', [r for r in RECIPE_CONFIGS if 'intern_vit_6b/' in r
                                  or 'intern_vit_6b_448px' in r])
 def test_6b_sharding(rel):
-    """A trainable 6B backbone trains with FSDP (FlexibleRunner, configs/_base_/strategies/);
+    """A trainable 6B backbone trains with FSDP2 (FlexibleRunner, configs/_base_/strategies/);
     frozen ones with the plain Runner."""
     cfg = _load(rel)
     if cfg.model.backbone.get('frozen'):
         assert cfg.get('runner_type', 'Runner') == 'Runner' and not cfg.get('strategy')
     else:
-        assert cfg.runner_type == 'FlexibleRunner' and cfg.strategy.type == 'FSDPStrategy'
-        wrapper = cfg.strategy.model_wrapper
-        assert wrapper.use_orig_params  # the layer-decay groups need the original parameters
-        assert cfg.strategy.state_dict_cfg == 'full'  # single-file checkpoints for tools/test.py
-        from mmengine.registry import FUNCTIONS
-        assert FUNCTIONS.get(wrapper.auto_wrap_policy.type) is not None
+        assert cfg.runner_type == 'FlexibleRunner' and cfg.strategy.type == 'FSDP2Strategy'
+        assert cfg.strategy.wrap_modules == ['Block']  # one shard group per InternViT block
+        assert cfg.strategy.mixed_precision == dict(param_dtype='bfloat16',
+                                                    reduce_dtype='float32')
+        # sharded checkpoints, and one file at the end for tools/test.py
+        assert dict(type='ExportConsolidatedHook', filename='consolidated.pth') in \
+            cfg.custom_hooks
+        from mmengine.registry import STRATEGIES
+
+        import backbones.strategies  # noqa: F401
+        assert STRATEGIES.get(cfg.strategy.type) is not None
 
 
 def test_300m_full_tuning_uses_a_plain_runner():

@@ -1,8 +1,10 @@
-"""Memory planner: a tiny arch against the analytic count, 6B parameter bytes, the CLI."""
+"""Memory planner: a tiny arch against the analytic count, the tiny demo config against the
+peak measured in a training step on the CPU, 6B parameter bytes per strategy, the CLI."""
 import importlib.util
 import os.path as osp
 
 import pytest
+import torch
 
 from backbones import count_parameters
 from tools.analysis import memory_plan as mp
@@ -14,14 +16,21 @@ N = 4 * 4 + 1  # 56 px crop, patch 14, cls token
 B = 2
 
 
-def analytic_block_bytes(tokens):
+def analytic_block_bytes(tokens, amp=False):
     """Bytes one bf16 InternViT block (RMSNorm, QK-norm, LayerScale, sdpa) saves for backward,
     per token: 4 RMSNorms (norm1, q_norm, k_norm, norm2) keep a float32 copy of their input
     (4 B x C), the bf16 normalised values (2 B x C) and a float32 rsqrt (4 B); the whole qkv
     output (6 B x C: v is a view of it); q, k, the attention output (= proj input), the qkv
     input, proj output (ls1 input), fc1 input and fc2 output (ls2 input), 2 B x C each; GELU
-    input and fc2 input (2 B x M each); the attention's float32 log-sum-exp (4 B per head)."""
+    input and fc2 input (2 B x M each); the attention's float32 log-sum-exp (4 B per head).
+
+    ``amp``: float32 weights and a float32 residual stream under bf16 autocast (DDP). The same,
+    except that norm1 and norm2, whose input is the float32 stream, keep that input itself and
+    float32 normalised values (the cast back to the input dtype is a no-op): 8 B x C instead of
+    6 B x C each. (The bf16 weight copies autocast saves are counted with the weights.)"""
     per_token = (4 * (4 + 2) + 6 + 7 * 2) * C + 2 * 2 * M + 4 * 4 + 4 * H
+    if amp:
+        per_token += 2 * (8 - 6) * C
     return tokens * per_token
 
 
@@ -31,13 +40,16 @@ def tiny_facts():
 
 def test_tiny_block_activations_match_analytic():
     facts = tiny_facts()
-    assert facts.block_act == pytest.approx(B * analytic_block_bytes(N))
-    assert facts.block_input == B * N * C * 2
-    assert facts.other_act == B * C * 4 * 4 * 4  # one float32 output map
-    assert facts.activations(False) == pytest.approx(L * B * analytic_block_bytes(N)
-                                                     + facts.other_act)
-    assert facts.activations(True) == pytest.approx(
-        L * B * N * C * 2 + B * analytic_block_bytes(N) + facts.other_act)
+    assert facts.block_act['bf16'] == pytest.approx(B * analytic_block_bytes(N))
+    assert facts.block_act['amp'] == pytest.approx(B * analytic_block_bytes(N, amp=True))
+    assert facts.block_input == {'bf16': B * N * C * 2, 'amp': B * N * C * 4}
+    maps = B * C * 4 * 4 * 4  # one float32 output map, whatever the precision
+    assert facts.other_act == {'fp32': maps, 'amp': maps}
+    for strategy, amp in (('fsdp', False), ('zero2', False), ('ddp', True)):
+        block, stream = analytic_block_bytes(N, amp=amp), (4 if amp else 2)
+        assert facts.activations(False, strategy) == pytest.approx(L * B * block + maps)
+        assert facts.activations(True, strategy) == pytest.approx(
+            L * B * N * C * stream + B * block + maps)
 
 
 def test_tiny_parameter_counts():
@@ -62,7 +74,7 @@ def test_tiny_plan_formulas(strategy):
     t, blk, root = facts.trainable, facts.largest_block, facts.root_trainable
     n = 2
     expected = {
-        'ddp': (6 * t, 4 * t, 8 * t),
+        'ddp': (6 * t, 8 * t, 8 * t),
         'fsdp': (4 * t / n + 4 * blk + 4 * root, 4 * t / n + 6 * blk + 4 * root, 8 * t / n),
         'fsdp_sgo': (4 * t / n + 2 * L * blk + 4 * root, 4 * t / n + 6 * blk + 4 * root,
                      8 * t / n),
@@ -72,7 +84,7 @@ def test_tiny_plan_formulas(strategy):
     }[strategy]
     p = mp.plan(facts, strategy, n, overhead_gib=0)
     assert (p.weights, p.grads, p.optim) == pytest.approx(expected)
-    assert p.total_cp == pytest.approx(sum(expected) + facts.activations(True))
+    assert p.total_cp == pytest.approx(sum(expected) + facts.activations(True, strategy))
 
 
 @pytest.fixture
@@ -82,17 +94,48 @@ def facts_6b(monkeypatch):
     return mp.facts_from_arch('6b', 504, 2)
 
 
+# Bytes per parameter on each GPU, by hand: (weights, grads, optimizer) as (replicated bytes,
+# bytes sharded over the N GPUs), for AdamW (two float32 states) and bf16 compute.
+BYTES_PER_PARAM = {
+    # fp32 weights + autocast's bf16 copies; fp32 .grad + DDP's fp32 bucket; 2 fp32 states
+    'ddp': ((4 + 2, 0), (4 + 4, 0), (8, 0)),
+    # fp32 weights, grads and states, all sharded (plus the gathered block(s), below)
+    'fsdp': ((0, 4), (0, 4), (0, 8)),
+    'fsdp_sgo': ((0, 4), (0, 4), (0, 8)),
+    # bf16 weights and grads; fp32 master + 2 fp32 states sharded
+    'zero1': ((2, 0), (2, 0), (0, 4 + 8)),
+    'zero2': ((2, 0), (0, 2), (0, 4 + 8)),
+    'zero3': ((0, 2), (0, 2), (0, 4 + 8)),
+}
+# Model state per GPU for InternViT-6B alone on 8 GPUs, in GB (1e9 B), from 5.9 B parameters
+# (blocks of 122.9 M, 2.7 M in the stem): DDP 22 B/param; FSDP2 16 B/param / 8 plus two
+# gathered bf16 blocks, one block's bf16 grad + fp32 reduce buffer (10 B x 122.9 M) and the
+# float32 stem's weights and grads; shard-grad-op also keeps all 48 bf16 blocks (2 B/param);
+# ZeRO-1 4 + 12/8 B/param; ZeRO-2 2 + 14/8; ZeRO-3 16/8 plus two gathered bf16 blocks.
+GB_6B_ON_8 = {'ddp': 129.9, 'fsdp': 13.1, 'fsdp_sgo': 24.4, 'zero1': 32.5, 'zero2': 22.1,
+              'zero3': 12.3}
+
+
 def test_6b_parameter_bytes(facts_6b):
     params = count_parameters('6b')
     assert abs(params - 5.9e9) / 5.9e9 < 0.001
     assert facts_6b.trainable == params and facts_6b.num_blocks == 48
-    zero1 = mp.plan(facts_6b, 'zero1', 8, overhead_gib=0)
-    assert zero1.weights == 2 * params  # bf16 weights, replicated: 11.8 GB
-    assert zero1.optim == 12 * params / 8  # fp32 master + 2 AdamW states, sharded
-    ddp = mp.plan(facts_6b, 'ddp', 8, overhead_gib=0)
-    assert ddp.optim == 8 * params and ddp.grads == 4 * params
-    fsdp = mp.plan(facts_6b, 'fsdp', 8, overhead_gib=0)
-    assert fsdp.optim == 8 * params / 8
+    blk, root = facts_6b.largest_block, facts_6b.root_trainable
+    assert 48 * blk + root == params and abs(blk - 122.9e6) < 0.1e6
+    n = 8
+    extra = {  # (weights, grads) bytes on top of the per-parameter ones: gathered units
+        'fsdp': (2 * 2 * blk + 4 * root, (2 + 4) * blk + 4 * root),
+        'fsdp_sgo': (2 * 48 * blk + 4 * root, (2 + 4) * blk + 4 * root),
+        'zero3': (2 * 2 * blk, 0)}
+    for strategy in mp.STRATEGIES:
+        p = mp.plan(facts_6b, strategy, n, overhead_gib=0)
+        ew, eg = extra.get(strategy, (0, 0))
+        (wr, ws), (gr, gs), (orep, osh) = BYTES_PER_PARAM[strategy]
+        assert p.weights == pytest.approx(wr * params + ws * params / n + ew), strategy
+        assert p.grads == pytest.approx(gr * params + gs * params / n + eg), strategy
+        assert p.optim == pytest.approx(orep * params + osh * params / n), strategy
+        state = p.weights + p.grads + p.optim
+        assert state / 1e9 == pytest.approx(GB_6B_ON_8[strategy], abs=0.05), strategy
 
 
 def test_6b_min_gpus(facts_6b):
@@ -128,3 +171,124 @@ def test_cli_on_demo_config(repo_root, capsys):
     assert 'FSDP2 full shard' in text and 'DeepSpeed ZeRO-2' in text and 'DDP' not in text
     assert 'neck/heads not counted' not in text  # the UperNet head was measured
     assert 'batch 4, crop 112x112' in text
+
+
+# --------------------------------------------------------------------------- measured peak
+DEMO = ('configs', 'demo', 'upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py')
+
+
+def _demo_batch(batch, crop, num_classes):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(batch):
+        inputs.append(torch.randint(0, 256, (3, *crop), dtype=torch.uint8, generator=g))
+        sample = SegDataSample(metainfo=dict(img_shape=crop, ori_shape=crop, pad_shape=crop))
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(0, num_classes, (1, *crop), generator=g))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def measure_ddp_step_peak(cfg, batch, crop, store):
+    """Peak bytes torch holds on the CPU during one training step of ``cfg``'s model as the DDP
+    recipe runs it: float32 weights wrapped in ``DistributedDataParallel`` (one gloo rank,
+    MMEngine's ``broadcast_buffers=False``), the data preprocessor, the forward under bf16
+    autocast (what ``AmpOptimWrapper`` does on a GPU; it refuses to run on the CPU), backward
+    outside autocast, ``AdamW.step`` and ``zero_grad`` (set to None).
+
+    How: ``torch.profiler`` with ``profile_memory=True`` records every allocation and free of
+    c10's CPU allocator made on the profiled thread, with its size: each tensor storage
+    (weights, gradients, DDP buckets, AdamW states, the tensors autograd saves, autocast's
+    weight copies, kernel workspaces and temporaries), however it is held (Python or C++).
+    Frees of memory allocated before the profiler started, or made on another thread, are not
+    reported, so profiling starts before the model is built and the step stays on this thread
+    (no gloo collectives, which run on gloo's worker thread; see below): the
+    running sum of the events is then the bytes torch holds for this model and step, and its
+    maximum inside the measured step is the peak (on a GPU, ``torch.cuda.max_memory_allocated``
+    minus the caching allocator's rounding). A first step creates the AdamW states (present in
+    every later step); the second one is measured.
+
+    Returns ``(peak, held_before_step)`` in bytes."""
+    import torch.distributed as dist
+    from mmengine.registry import MODELS, init_default_scope
+    from torch.distributed.algorithms.ddp_comm_hooks.debugging_hooks import noop_hook
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    init_default_scope('mmseg')
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group('gloo', init_method=f'file://{store}', rank=0, world_size=1)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model = MODELS.build(cfg.model)
+            model.init_weights()
+            model.train()
+            # One rank: the initial broadcast and the allreduce are the identity. Skipping
+            # them keeps gloo's worker thread out: the profiler does not see its frees of the
+            # main thread's tensors (the coalesced broadcast buffer, 4 B/param, would seem to
+            # stay alive).
+            ddp = DistributedDataParallel(model, broadcast_buffers=False, init_sync=False)
+            ddp.register_comm_hook(None, noop_hook)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+            for step in ('warmup', 'measured'):
+                with record_function(step):
+                    data = model.data_preprocessor(
+                        _demo_batch(batch, crop, cfg.model.decode_head.num_classes),
+                        training=True)
+                    with torch.autocast('cpu', dtype=torch.bfloat16):
+                        losses = ddp(**data, mode='loss')
+                    loss, _ = model.parse_losses(losses)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    del data, losses, loss
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+    events = prof.profiler.kineto_results.events()
+    start, end = next((e.start_ns(), e.end_ns()) for e in events if e.name() == 'measured')
+    held = before = peak = 0
+    for t, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events
+                            if e.name() == '[memory]'):
+        if t < start:
+            before = held + nbytes
+        elif t <= end:
+            peak = max(peak, held + nbytes)
+        held += nbytes
+    return peak, before
+
+
+@pytest.mark.skipif(importlib.util.find_spec('mmseg') is None, reason='needs mmseg')
+@pytest.mark.parametrize('with_cp', [False, True])
+@pytest.mark.filterwarnings('ignore:Grad strides do not match bucket view strides')
+def test_ddp_estimate_matches_measured_peak(repo_root, tmp_path, with_cp):
+    """The planner's DDP total for the tiny demo config (UperNet + auxiliary head on a 4-block
+    InternViT, 0.78 M parameters, 4 crops of 112x112) against the measured peak of a step.
+
+    The planner sums float32 weights, autocast's bf16 copies, float32 gradients and DDP's
+    buckets, the AdamW states and the saved activations (float32 weights under bf16 autocast).
+    It leaves out the input batch (uint8 images, float32 inputs, int64 labels: over 1 MiB
+    here), allocator rounding and fragmentation, kernel workspaces and the optimizer's
+    temporaries, and (``overhead_gib=0`` here) the CUDA context; it over-counts in that the
+    gradients and the forward's activations do not all live at once."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(repo_root, *DEMO))
+    cfg.model.backbone.with_cp = with_cp
+    facts, crop, batch = mp.facts_from_config(cfg)
+    assert (crop, batch) == ((112, 112), 4)
+    plan = mp.plan(facts, 'ddp', 1, overhead_gib=0)
+    estimate = plan.total_cp if with_cp else plan.total_nocp
+    peak, before = measure_ddp_step_peak(cfg, batch, crop, tmp_path / 'pg_store')
+    # Between steps torch holds float32 weights, DDP's buckets and the AdamW states (and a few
+    # KiB of BatchNorm statistics and AdamW step counters); also a check that the profiler saw
+    # every free of the warm-up step.
+    assert before == pytest.approx((4 + 4 + 8) * facts.total, rel=1e-3)
+    mib = 2 ** 20
+    msg = (f'with_cp={with_cp}: planner {estimate / mib:.2f} MiB, measured peak '
+           f'{peak / mib:.2f} MiB ({estimate / peak - 1:+.1%})')
+    print(msg)
+    # the issue asks for 25%; measured here: +0.1% and +4.5%, so hold it to 10%
+    assert abs(estimate - peak) <= 0.10 * peak, msg

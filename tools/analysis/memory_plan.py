@@ -26,8 +26,9 @@ Where the numbers come from:
   bytes of their forward on fake CPU tensors (``FakeTensorMode``: nothing is allocated, but
   ``torch.autocast`` applies), in float32 (FSDP2's root group) or under bf16 autocast (DDP,
   DeepSpeed), plus the upsampled logits and the cross-entropy; without them, the float32
-  backbone maps only. CPU autocast is taken for CUDA's (they differ in ops InternViT's default
-  sdpa path and the UperNet heads do not use, e.g. softmax).
+  backbone maps only. CPU autocast stands in for CUDA's; their op lists differ in places (CUDA
+  autocast runs e.g. softmax and layer_norm in float32), so under DDP the naive attention and
+  LayerNorm archs may save somewhat more on a GPU (not checked on one).
 * Strategies (AdamW: two float32 states per trainable parameter):
 
   ==========  ============================  ==========================  ==================

@@ -4,8 +4,10 @@ _base_ = [
     '../../../_base_/datasets/coco-stuff164k_504x504.py',
     '../../../_base_/default_runtime.py',
     '../../../_base_/schedules/schedule_80k.py',
-    # A trainable 6B backbone needs sharding: FSDP through MMEngine's FlexibleRunner.
-    '../../../_base_/strategies/fsdp1_full_shard.py',
+    # A trainable 6B backbone needs sharding: FSDP2 through MMEngine's FlexibleRunner (bf16
+    # blocks, float32 master weights: the numerics of the reference's DeepSpeed ZeRO-1 bf16).
+    # `tools/train.py --strategy deepspeed_zero1|fsdp1_full_shard|...` swaps the engine.
+    '../../../_base_/strategies/fsdp2_full_shard.py',
 ]
 model = dict(
     backbone=dict(frozen=False, drop_path_rate=0.4),
@@ -15,3 +17,5 @@ optim_wrapper = dict(
     optimizer=dict(weight_decay=0.05),
     constructor='InternViTLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95))
+# Checkpoints are sharded folders; the final model is also written as one file for tools/test.py.
+custom_hooks = [dict(type='ExportConsolidatedHook', filename='consolidated.pth')]
