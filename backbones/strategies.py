@@ -870,15 +870,24 @@ def register_deepspeed_optimizers() -> List[str]:
     return names
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def _deepspeed_available() -> bool:
     return importlib.util.find_spec('deepspeed') is not None
 
 
 class AutocastDeepSpeedEngineWrapper(MMDeepSpeedEngineWrapper):
-    """MMEngine's ``MMDeepSpeedEngineWrapper`` whose forward runs under ``torch.autocast``.
+    """MMEngine's ``MMDeepSpeedEngineWrapper`` that returns float32 predictions.
 
-    DeepSpeed's bf16 mode stores the whole model in bf16, while InternViT returns float32 maps
-    by contract; autocast casts at each op so that the heads accept them.
+    The bf16 autocast itself is set on the model's ``forward`` by
+    :meth:`DeepSpeedZeroStrategy._wrap_model`, inside the engine: DeepSpeed 0.19's engine turns
+    off an autocast opened around it on CUDA unless its own ``torch_autocast`` mode (float32
+    weights) is configured.
     """
 
     def __init__(self, *, model, inputs_to_half=None,
@@ -886,12 +895,45 @@ class AutocastDeepSpeedEngineWrapper(MMDeepSpeedEngineWrapper):
         super().__init__(model=model, inputs_to_half=inputs_to_half)
         self._autocast_dtype = autocast_dtype
 
-    def _run_forward(self, data, mode: str):
-        if self._autocast_dtype is None:
-            return super()._run_forward(data, mode)
+    def val_step(self, data):
+        # DeepSpeed's bf16 model predicts in bf16, which metrics that go through numpy (COCO
+        # boxes and masks, for one) cannot read
+        return _half_to_float32(super().val_step(data))
+
+    def test_step(self, data):
+        return _half_to_float32(super().test_step(data))
+
+
+def _autocast_forward(model: nn.Module, dtype: torch.dtype) -> None:
+    """Run ``model.forward`` under ``torch.autocast(dtype)`` (an instance attribute: the
+    parameter names and the state dict do not change)."""
+    import functools
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def autocast_forward(*args, **kwargs):
         device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
-        with torch.autocast(device_type=device_type, dtype=self._autocast_dtype):
-            return super()._run_forward(data, mode)
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    model.forward = autocast_forward
+
+
+def _half_to_float32(obj):
+    """bf16/fp16 tensors in ``obj`` (data samples, their instance/pixel data, lists, dicts)
+    turned into float32, in place where ``obj`` is a data element; other tensors untouched."""
+    from mmengine.structures import BaseDataElement
+    if torch.is_tensor(obj):
+        return obj.float() if obj.dtype in (torch.bfloat16, torch.float16) else obj
+    if isinstance(obj, BaseDataElement):
+        for key in list(obj.keys()):
+            setattr(obj, key, _half_to_float32(obj.get(key)))
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_half_to_float32(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _half_to_float32(v) for k, v in obj.items()}
+    return obj
 
 
 @STRATEGIES.register_module()
@@ -1086,10 +1128,30 @@ class DeepSpeedZeroStrategy(DeepSpeedStrategy):
 
     def _wrap_model(self, model: nn.Module):
         import deepspeed
+        if not dist.is_initialized():
+            # Launched without torchrun/slurm: one rank of its own (DeepSpeed would otherwise
+            # look for MPI), so that one GPU or the CPU trains like one rank of many.
+            for key, value in (('RANK', '0'), ('LOCAL_RANK', '0'), ('WORLD_SIZE', '1'),
+                               ('LOCAL_WORLD_SIZE', '1'), ('MASTER_ADDR', '127.0.0.1'),
+                               ('MASTER_PORT', str(_free_port()))):
+                os.environ.setdefault(key, value)
+            deepspeed.init_distributed(
+                dist_backend='nccl' if torch.cuda.is_available() else 'gloo')
+            self._rank, self._world_size = 0, 1
+        # DeepSpeed 0.19 casts only the parameters to bf16/fp16 and keeps buffers as loaded,
+        # so a BatchNorm (ViT-Adapter stem, necks) meets bf16 weights with float32 running
+        # statistics and fails; DeepSpeed 0.8, which the reference used, cast them too.
+        half = 'bf16' if self.config.get('bf16', {}).get('enabled') else \
+            'fp16' if self.config.get('fp16', {}).get('enabled') else None
+        if half is not None:
+            self.config.setdefault('data_types', {}).setdefault('buffer_dtype', half)
+        dtype = self._autocast_dtype()
+        if dtype is not None:
+            _autocast_forward(model, dtype)
         if hasattr(self, 'optim_wrapper'):
             engine, self.optim_wrapper.optimizer, *_ = deepspeed.initialize(
                 model=model, optimizer=self.optim_wrapper.optimizer, config=self.config)
         else:
             engine, *_ = deepspeed.initialize(model=model, config=self.config)
         return AutocastDeepSpeedEngineWrapper(model=engine, inputs_to_half=self._inputs_to_half,
-                                              autocast_dtype=self._autocast_dtype())
+                                              autocast_dtype=dtype)

@@ -151,11 +151,16 @@ def test_6b_configs_carry_the_reference_recipe(path):
         assert cfg.optim_wrapper.paramwise_cfg == dict(num_layers=48, layer_decay_rate=0.95)
         assert bb.drop_path_rate == 0.4 and bb.with_cp is True
         assert not bb.get('frozen', False)
+        # a trainable 6B backbone is sharded: FSDP2, with a single-file export at the end
+        assert cfg.runner_type == 'FlexibleRunner' and cfg.strategy.type == 'FSDP2Strategy'
+        assert dict(type='ExportConsolidatedHook', filename='consolidated.pth') in \
+            cfg.custom_hooks
         if not _is_adapter(path):
             assert bb.window_size == 14 and bb.global_indices == [11, 23, 35, 47]
     else:
         assert bb.frozen is True and bb.frozen_dtype == 'bfloat16'
         assert 'constructor' not in cfg.optim_wrapper
+        assert cfg.get('runner_type', 'Runner') == 'Runner'
     if _is_adapter(path):
         assert bb.type == 'InternViTAdapter'
         assert bb.interaction_indexes == [[0, 11], [12, 23], [24, 35], [36, 47]]

@@ -8,6 +8,9 @@ _base_ = [
     '../../_base_/datasets/coco-instance_lsj-1024.py',
     '../../_base_/schedules/schedule_1x.py',
     '../../_base_/default_runtime.py',
+    # A trainable 6B backbone needs sharding: FSDP2 through MMEngine's FlexibleRunner (bf16
+    # blocks, float32 master weights). `tools/train.py --strategy NAME` swaps the engine.
+    '../../../_base_/strategies/fsdp2_full_shard.py',
 ]
 custom_imports = dict(imports=['backbones', 'detection'], allow_failed_imports=False)
 
@@ -23,3 +26,5 @@ model = dict(
 optim_wrapper = dict(
     constructor='InternViTLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95))
+# Checkpoints are sharded folders; the final model is also written as one file for tools/test.py.
+custom_hooks = [dict(type='ExportConsolidatedHook', filename='consolidated.pth')]
