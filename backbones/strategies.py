@@ -25,6 +25,7 @@ No mmseg/mmdet imports here.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import glob
@@ -33,6 +34,7 @@ import importlib.util
 import logging
 import os
 import os.path as osp
+import pickle
 import re
 import tempfile
 import time
@@ -233,6 +235,87 @@ def is_sharded_checkpoint(path: str) -> bool:
     return osp.isdir(path) and osp.isfile(osp.join(path, '.metadata'))
 
 
+# What the ``.metadata`` pickle of a torch.distributed.checkpoint folder may name: DCP's own
+# metadata classes, torch.Size, dtypes and layouts, paths. Anything else (os.system, eval, ...)
+# is refused before it runs.
+_DCP_METADATA_GLOBALS = {
+    ('torch.distributed.checkpoint.filesystem', '_StorageInfo'),
+    ('torch.distributed.checkpoint.planner', 'LoadItemType'),
+    ('torch.distributed.checkpoint.planner', 'WriteItemType'),
+    ('torch', 'Size'),
+    ('torch.serialization', '_get_layout'),
+    ('torch._utils', '_rebuild_tensor_v2'),
+    ('collections', 'OrderedDict'),
+    ('pathlib', 'PosixPath'),
+    ('pathlib', 'PurePosixPath'),
+    ('pathlib', 'WindowsPath'),
+    ('pathlib', 'PureWindowsPath'),
+}
+
+
+class _DCPMetadataUnpickler(pickle.Unpickler):
+
+    def __init__(self, file, path: str) -> None:
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if module == 'torch.distributed.checkpoint.metadata' or \
+                (module, name) in _DCP_METADATA_GLOBALS or \
+                (module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f'{self.path} names {module}.{name}, which no torch.distributed.checkpoint metadata '
+            f'holds: refusing to unpickle it (a crafted checkpoint could run code this way)')
+
+
+@contextlib.contextmanager
+def _dcp_errors(path: str):
+    """torch.distributed.checkpoint reports failures as a ``CheckpointException``, a
+    ``BaseException`` that ``except Exception`` does not catch: re-raise the first rank's error
+    as an ordinary one naming ``path`` (``UnpicklingError`` for what the allow-list refused)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+    try:
+        yield
+    except CheckpointException as e:
+        failures = list(e.failures.values())
+        message = str(failures[0][0]) if failures else str(e)
+        cls = pickle.UnpicklingError if 'refusing to unpickle' in message else RuntimeError
+        raise cls(f'reading the sharded checkpoint {path}: {message}') from None
+
+
+def safe_dcp_reader(path: str):
+    """A ``FileSystemReader`` for ``path`` that unpickles ``.metadata`` with an allow-list and
+    refuses non-tensor entries (torch's reader uses ``pickle.load`` for the first and its
+    default planner ``torch.load(weights_only=False)`` for the second; our checkpoints hold
+    tensors only, their other state is in ``extra_state.pth``, read with ``weights_only``)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+    from torch.distributed.checkpoint.planner import LoadItemType
+
+    class SafeFileSystemReader(FileSystemReader):
+
+        def read_metadata(self, *args, **kwargs):
+            meta_path = self._get_metadata_path(kwargs.get('rank'))
+            with self.fs.create_stream(meta_path, 'rb') as f:
+                metadata = _DCPMetadataUnpickler(f, str(meta_path)).load()
+            if getattr(metadata, 'storage_meta', None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+        def read_data(self, plan, planner):
+            pickled = [item.dest_index.fqn for item in plan.items
+                       if item.type == LoadItemType.BYTE_IO]
+            if pickled:
+                raise pickle.UnpicklingError(
+                    f'{path} holds pickled (non-tensor) entries {pickled[:5]}: not written by '
+                    f'FSDP2Strategy, refusing to unpickle them')
+            return super().read_data(plan, planner)
+
+    return SafeFileSystemReader(path)
+
+
 def _atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save`` to a temporary file in the target folder, fsync, then rename into place."""
     folder = osp.dirname(osp.abspath(path))
@@ -272,8 +355,10 @@ def consolidate_checkpoint(src: str, dst: str) -> dict:
     model), which ``mmengine.runner.load_checkpoint``, the plain ``Runner`` and
     ``tools/test.py`` load.
 
-    Note: the ``.metadata`` file of a ``torch.distributed.checkpoint`` folder and DeepSpeed's
-    files are pickles, so only consolidate folders you (or someone you trust) wrote.
+    Note: the ``.metadata`` pickle of an FSDP2 folder is read through an allow-list of DCP's
+    metadata classes (:func:`safe_dcp_reader`), but DeepSpeed's files are pickles that
+    DeepSpeed loads with ``weights_only=False``: only consolidate DeepSpeed folders you (or
+    someone you trust) wrote.
 
     Returns:
         dict: What was written.
@@ -283,7 +368,9 @@ def consolidate_checkpoint(src: str, dst: str) -> dict:
     elif is_sharded_checkpoint(src):
         from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
         extra = _load_extra(src)
-        loaded = _load_state_dict_from_keys(keys={'state_dict'}, checkpoint_id=src)
+        with _dcp_errors(src):
+            loaded = _load_state_dict_from_keys(keys={'state_dict'}, checkpoint_id=src,
+                                                storage_reader=safe_dcp_reader(src))
         state_dict = {k: v.detach().cpu() for k, v in loaded['state_dict'].items()}
         meta = dict(extra.get('meta', {}))
     else:
@@ -684,8 +771,9 @@ class FSDP2Strategy(DDPStrategy):
         if optimizer:
             target['optimizer_state'] = get_optimizer_state_dict(
                 self.model, self._optimizer())['state']
-        dcp.load(target, checkpoint_id=path,
-                 planner=DefaultLoadPlanner(allow_partial_load=not strict))
+        with _dcp_errors(path):
+            dcp.load(target, checkpoint_id=path, storage_reader=safe_dcp_reader(path),
+                     planner=DefaultLoadPlanner(allow_partial_load=not strict))
         if model:
             set_model_state_dict(self.model, target['state_dict'])
         return target

@@ -678,3 +678,56 @@ def test_fsdp1_piece_reaches_fsdp_wrapping_on_the_cpu(tmp_path):
     kind, message, trace = res['error']
     assert '_recursive_wrap' in trace and ('NVIDIA' in message or 'accelerator' in message
                                            or 'CUDA' in message), trace
+
+
+# --------------------------------------------------------------------------- safe DCP reading
+def _dcp_folder(path):
+    import torch.distributed.checkpoint as dcp
+
+    from backbones.strategies import EXTRA_FILE
+    state = {'state_dict': {'w': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(3)}}
+    dcp.save(state, checkpoint_id=str(path), no_dist=True)
+    torch.save({'meta': {'iter': 2}}, osp.join(path, EXTRA_FILE))
+    return state
+
+
+def test_sharded_folder_reads_through_the_allow_list(tmp_path):
+    from backbones.strategies import consolidate_checkpoint
+    state = _dcp_folder(tmp_path / 'ckpt')
+    out = consolidate_checkpoint(str(tmp_path / 'ckpt'), str(tmp_path / 'out.pth'))
+    assert out['meta']['iter'] == 2
+    for k, v in state['state_dict'].items():
+        assert torch.equal(out['state_dict'][k], v)
+
+
+@pytest.mark.parametrize('payload', ['RunsShell', 'RunsSubprocess', 'RunsEval'])
+def test_crafted_dcp_metadata_is_refused_before_it_runs(tmp_path, payload):
+    """torch's reader would ``pickle.load`` the .metadata; ours names the file and the global."""
+    import pickle
+
+    from backbones.strategies import consolidate_checkpoint
+
+    from . import _toy
+    folder = tmp_path / 'ckpt'
+    _dcp_folder(folder)
+    marker = tmp_path / 'pwned'
+    with open(folder / '.metadata', 'wb') as f:
+        pickle.dump(getattr(_toy, payload)(marker), f)
+    with pytest.raises(pickle.UnpicklingError, match=r'\.metadata names (posix|builtins|subprocess)\.'
+                                        r'\w+, .*refusing to unpickle'):
+        consolidate_checkpoint(str(folder), str(tmp_path / 'out.pth'))
+    assert not marker.exists() and not (tmp_path / 'out.pth').exists()
+
+
+def test_pickled_entries_in_a_sharded_folder_are_refused(tmp_path):
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    from backbones.strategies import EXTRA_FILE, consolidate_checkpoint
+    folder = tmp_path / 'ckpt'
+    dcp.save({'state_dict': {'w': torch.ones(2), 'note': {'any': 'object'}}},
+             checkpoint_id=str(folder), no_dist=True)
+    torch.save({'meta': {}}, osp.join(folder, EXTRA_FILE))
+    with pytest.raises(pickle.UnpicklingError, match=r"non-tensor\) entries \['state_dict.note"):
+        consolidate_checkpoint(str(folder), str(tmp_path / 'out.pth'))

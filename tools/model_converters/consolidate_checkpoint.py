@@ -5,8 +5,10 @@
 
 SRC_FOLDER is written by FSDP2Strategy (torch.distributed.checkpoint) or DeepSpeedZeroStrategy
 (ZeRO 1/2/3; needs the deepspeed package). DST (float32 weights, no optimizer state) loads with
-the plain Runner, DDP and ``tools/test.py``. Runs in one process, without GPUs. Both folder
-formats hold pickles: only consolidate folders you (or someone you trust) wrote.
+the plain Runner, DDP and ``tools/test.py``. Runs in one process, without GPUs. An FSDP2
+folder's metadata pickle is read through an allow-list (a crafted one is refused before it
+runs); DeepSpeed's files are pickles that DeepSpeed loads as they are: only consolidate
+DeepSpeed folders you (or someone you trust) wrote.
 """
 import argparse
 import os.path as osp
