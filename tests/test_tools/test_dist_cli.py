@@ -1,5 +1,6 @@
 """``tools/dist_train.sh`` with 2 CPU processes (torchrun, gloo) for each engine: DDP, DeepSpeed
-ZeRO-2 and FSDP2, on a tiny mmseg config; then ``tools/test.py`` on what they wrote.
+ZeRO-2 and FSDP2, on a tiny mmseg config; then ``tools/test.py`` on what they wrote. And
+``tools/slurm_train.sh`` through a stand-in ``srun`` that starts the tasks on this machine.
 
 The config is made deterministic (no flip, no shuffle, no BatchNorm), so 2 processes with 2
 images each must end with the weights of 1 process with 4 images.
@@ -108,3 +109,44 @@ def test_sharded_engine_loads_trains_resumes_exports_and_tests(tiny, strategy):
     off, live = _state(work / 'off.pth'), _state(work / 'consolidated.pth')
     for k in live:
         torch.testing.assert_close(off[k], live[k], atol=0, rtol=0, msg=k)
+
+
+FAKE_SRUN = r"""#!/usr/bin/env python3
+# Stand-in for slurm's srun: starts --ntasks copies of the command here, with the variables
+# slurm gives each task, and fails if any task fails.
+import os, subprocess, sys
+args, ntasks, i = sys.argv[1:], 1, 0
+while i < len(args) and args[i].startswith('-'):
+    if args[i].startswith('--ntasks='):
+        ntasks = int(args[i].split('=', 1)[1])
+    i += 2 if args[i] == '-p' else 1
+procs = [subprocess.Popen(args[i:], env=dict(os.environ, SLURM_PROCID=str(r),
+                                             SLURM_LOCALID=str(r), SLURM_NTASKS=str(ntasks),
+                                             SLURM_NODELIST='localhost'))
+         for r in range(ntasks)]
+sys.exit(max(p.wait() for p in procs))
+"""
+
+
+@pytest.mark.parametrize('strategy', [None, 'fsdp2_full_shard'])
+def test_slurm_train_runs_the_tasks(tiny, tmp_path, strategy):
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(FAKE_SRUN)
+    (bin_dir / 'srun').chmod(0o755)
+    env = dict(_env(), PATH=f"{bin_dir}:{os.environ['PATH']}", GPUS='2', GPUS_PER_NODE='2',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_port()))
+    work = tmp_path / 'work'
+    extra = ['--strategy', strategy] if strategy else []
+    res = subprocess.run(['bash', osp.join(ROOT, 'tools', 'slurm_train.sh'), 'partition', 'job',
+                          str(tiny['config']), str(work), *extra, '--cfg-options',
+                          *DETERMINISTIC], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    _check(res)
+    ckpt = work / 'iter_4.pth'
+    if strategy is None:  # DDP over the 2 slurm tasks: the single process's weights
+        single, slurm = _state(tiny['tmp'] / 'single' / 'iter_4.pth'), _state(ckpt)
+        diff = max(float((single[k] - slurm[k]).abs().max()) for k in single)
+        assert diff < 1e-5, diff
+    else:
+        assert osp.isdir(ckpt)  # a sharded checkpoint folder
