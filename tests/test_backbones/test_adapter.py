@@ -385,7 +385,7 @@ def test_demo_adapter_config_trains_and_tests(tmp_path):
     from tools.dataset_converters.make_synthetic_ade import make_dataset
 
     data_root = str(tmp_path / 'synthetic_ade')
-    make_dataset(data_root, num_train=8, num_val=4, size=112, num_classes=5, seed=0)
+    make_dataset(data_root, num_train=8, num_val=4, size=112, num_classes=4, seed=0)
     cfg = Config.fromfile(DEMO)
     cfg.work_dir = str(tmp_path / 'work')
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
