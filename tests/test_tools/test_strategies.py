@@ -62,6 +62,10 @@ def make_batches():
              torch.randint(0, 5, (WORLD * PER_RANK,), generator=g)) for _ in range(STEPS)]
 
 
+def probe_batch():
+    return torch.randn(3, 3, 28, 28, generator=torch.Generator().manual_seed(9))
+
+
 def rank_batch(batch, rank):
     x, y = batch
     sl = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
@@ -153,6 +157,10 @@ def _strategy_worker(rank, port, tmp):
         names[id(p)] for p in s1.optim_wrapper.optimizer.state)
     out['lr_after'] = [g['lr'] for g in s1.optim_wrapper.optimizer.param_groups]
     s1.export_consolidated(osp.join(tmp, 'full_a.pth'), meta=dict(iter=STEPS))
+    s1.model.eval()
+    with torch.no_grad():  # the sharded model's predictions on a fixed batch (same on both ranks)
+        out['predictions'] = s1.model(probe_batch()).detach().clone()
+    s1.model.train()
 
     s2 = _strategy(osp.join(tmp, 'work2'))
     _prepare(s2, seed=7)
@@ -412,6 +420,19 @@ def test_fsdp2_consolidated_export_matches_single_process(fsdp2_run):
     ckpt = load_checkpoint(model, osp.join(fsdp2_run['tmp'], 'full_a.pth'), strict=True)
     assert ckpt['meta']['iter'] == STEPS
     _assert_state_close(model.state_dict(), fsdp2_run['ref']['states'][-1])
+
+
+@pytest.mark.slow
+def test_fsdp2_export_predicts_like_the_sharded_model(fsdp2_run):
+    """One process loads the consolidated file (strict) and predicts what the 2 sharded ranks
+    predicted."""
+    from mmengine.runner import load_checkpoint
+    model = ToyClassifier().eval()
+    load_checkpoint(model, osp.join(fsdp2_run['tmp'], 'full_a.pth'), strict=True)
+    with torch.no_grad():
+        logits = model(probe_batch())
+    torch.testing.assert_close(logits, fsdp2_run['dist']['predictions'], atol=1e-6, rtol=1e-5)
+    assert logits.argmax(1).tolist() == fsdp2_run['dist']['predictions'].argmax(1).tolist()
 
 
 @pytest.mark.slow
