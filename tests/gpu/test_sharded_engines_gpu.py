@@ -117,3 +117,28 @@ def test_engine_trains_checkpoints_resumes_and_exports_on_gpu(reference, piece, 
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v.float(), last[k].float(), atol=5e-3, rtol=1e-2, msg=k)
     print(f'{piece}: peak {res["peak_mib"]:.0f} MiB, losses {res["losses"]}')
+
+
+def test_mask_rcnn_bf16_step_on_gpu():
+    """The 6B detection recipes train under bf16 autocast: mmcv's CUDA NMS reads float32 only
+    and its CUDA RoIAlign has no bf16 (detection/mixed_precision.py casts for them)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.optim import build_optim_wrapper
+
+    import detection  # noqa: F401
+    from tests.test_detection._tiny import DEMO_ADAPTER_CONFIG, fake_batch
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(DEMO_ADAPTER_CONFIG)
+    model = MODELS.build(cfg.model).cuda()
+    model.init_weights()
+    wrapper = build_optim_wrapper(model, dict(type='AmpOptimWrapper', dtype='bfloat16',
+                                              optimizer=dict(type='AdamW', lr=1e-4)))
+    inputs, samples = fake_batch(cfg.model.roi_head.bbox_head.num_classes, batch=2)
+    data = dict(inputs=[x for x in (inputs * 50 + 120).clamp(0, 255).byte()],
+                data_samples=samples)
+    log_vars = model.train_step(data, wrapper)
+    assert torch.isfinite(log_vars['loss'])
+    model.eval()
+    pred = model.test_step(data)[0].pred_instances
+    assert torch.isfinite(pred.bboxes.float()).all()
