@@ -356,7 +356,8 @@ class InternViTAdapter(InternViT):
 
     Args:
         arch, img_size, patch_size, pretrain_size, drop_path_rate, attn_impl, frozen,
-        frozen_dtype, norm_eps, in_channels, init_cfg: as in :class:`InternViT`. ``frozen``
+        frozen_dtype, norm_eps, in_channels, init_cfg, window_size, global_indices: as in
+            :class:`InternViT` (window attention in the blocks outside ``global_indices``). ``frozen``
             freezes the ViT only; ``init_cfg`` loads ViT weights (strict about every ViT key,
             the adapter's parameters are initialised, not loaded).
         out_indices: Not used (the outputs follow ``interaction_indexes``); must stay None.
@@ -390,12 +391,14 @@ class InternViTAdapter(InternViT):
                  out_indices: Optional[Union[int, Sequence[int]]] = None,
                  drop_path_rate: float = 0.0,
                  with_cp: bool = False,
-                 attn_impl: str = 'sdpa',
+                 attn_impl: str = 'auto',
                  frozen: bool = False,
                  frozen_dtype: Optional[str] = None,
                  norm_eps: float = 1e-6,
                  in_channels: int = 3,
                  init_cfg: Optional[dict] = None,
+                 window_size: Optional[int] = None,
+                 global_indices: Sequence[int] = (),
                  interaction_indexes: Optional[Sequence[Sequence[int]]] = None,
                  conv_inplane: int = 64,
                  n_points: int = 4,
@@ -416,7 +419,8 @@ class InternViTAdapter(InternViT):
                          pretrain_size=pretrain_size, out_indices=-1,
                          drop_path_rate=drop_path_rate, with_cp=with_cp, attn_impl=attn_impl,
                          frozen=frozen, frozen_dtype=frozen_dtype, norm_eps=norm_eps,
-                         in_channels=in_channels, init_cfg=init_cfg)
+                         in_channels=in_channels, init_cfg=init_cfg, window_size=window_size,
+                         global_indices=global_indices)
         dim = self.embed_dims
         if interaction_indexes is None:
             interaction_indexes = _even_split(self.num_layers)
@@ -535,7 +539,8 @@ class InternViTAdapter(InternViT):
             f'the adapter is initialised from scratch')
 
     # ------------------------------------------------------------------ forward
-    def _run_blocks(self, first: int, last: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _run_blocks(self, first: int, last: int, hw: Tuple[int, int]
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
         vit_dtype = self.patch_embed.proj.weight.dtype
 
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -544,9 +549,9 @@ class InternViTAdapter(InternViT):
                 if self.with_cp and x.requires_grad and torch.is_grad_enabled():
                     # InternViT.run_block checkpoints only in train mode; a frozen ViT is in eval
                     # mode but still backpropagates to the injectors before it.
-                    x = checkpoint(self.blocks[i], x, use_reentrant=False)
+                    x = checkpoint(self.blocks[i], x, hw, use_reentrant=False)
                 else:
-                    x = self.run_block(i, x)
+                    x = self.run_block(i, x, hw)
             return x
 
         return run
@@ -570,7 +575,8 @@ class InternViTAdapter(InternViT):
         cls, t = tokens[:, :1], tokens[:, 1:].to(c.dtype)
         vit_maps = []
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
-            t, c, cls = layer(t, c, cls, self._run_blocks(first, last), inj, ext, c_shapes)
+            t, c, cls = layer(t, c, cls, self._run_blocks(first, last, (h, w)), inj, ext,
+                              c_shapes)
             vit_maps.append(t.transpose(1, 2).reshape(B, self.embed_dims, h, w))
 
         sizes = [hh * ww for hh, ww in c_shapes]

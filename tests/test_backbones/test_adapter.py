@@ -403,3 +403,21 @@ def test_demo_adapter_config_trains_and_tests(tmp_path):
     assert osp.isfile(osp.join(cfg.work_dir, 'iter_4.pth'))
     metrics = runner.test()
     assert 'mIoU' in metrics and 0 <= metrics['mIoU'] <= 100
+
+
+def test_window_attention_in_the_adapter_blocks():
+    """window_size/global_indices reach the ViT blocks: a window covering the token grid is
+    global attention (same outputs), a smaller one changes them and keeps the shapes."""
+    x = torch.randn(1, 3, 98, 154)  # 7 x 11 tokens at patch 14
+    plain = build(patch_size=14).eval()
+    big = build(patch_size=14, window_size=11).eval()  # one (padded) window: global
+    small = build(patch_size=14, window_size=4, global_indices=[-1]).eval()
+    for m in (big, small):
+        m.load_state_dict(plain.state_dict())
+    assert [b.window_size for b in small.blocks] == [4] * (len(small.blocks) - 1) + [None]
+    with torch.no_grad():
+        ref, same, other = plain(x), big(x), small(x)
+    for a, b, c in zip(ref, same, other):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        assert c.shape == a.shape and torch.isfinite(c).all()
+    assert not torch.allclose(other[-1], ref[-1], atol=1e-4)
