@@ -3,7 +3,8 @@
 # Full tuning: AdamW with layer-wise lr decay 0.9 over the 24 blocks, drop path 0.4, bf16
 # autocast, activation checkpointing. No published reference for 300M: these follow
 # ViT-L detection recipes (ViTDet / ViT-Adapter) and are untuned.
-# The adapter keeps global attention in every block (window_size/global_indices work as for the plain ViT; the adapter recipe keeps global attention).
+# The adapter keeps global attention in every block (window_size / global_indices would
+# work as for the plain ViT).
 _base_ = [
     '../../_base_/models/mask-rcnn_intern-vit-adapter.py',
     '../../_base_/datasets/coco-instance_lsj-1024.py',

@@ -2,7 +2,8 @@
 # Weights: InternViT-6B-224px (48 blocks) (patch-14 stem resampled to 16 on load).
 # Full tuning (the reference recipe): AdamW with layer-wise lr decay 0.95 over the 48
 # blocks, drop path 0.4, bf16 autocast, activation checkpointing.
-# The adapter keeps global attention in every block (window_size/global_indices work as for the plain ViT; the adapter recipe keeps global attention).
+# The adapter keeps global attention in every block (window_size / global_indices would
+# work as for the plain ViT).
 _base_ = [
     '../../_base_/models/mask-rcnn_intern-vit-adapter.py',
     '../../_base_/datasets/coco-instance_lsj-1024.py',
