@@ -509,9 +509,24 @@ def check_state_dict(state_dict: dict, shapes: Dict[str, Tuple[int, ...]], stric
     return kept, None
 
 
+class _ConsolidatedExport:
+    """``export_consolidated`` for a strategy with a collective ``full_model_state_dict()``."""
+
+    def export_consolidated(self, filename: str, meta: Optional[dict] = None) -> None:
+        """Write the unsharded float32 model as one mmengine checkpoint file on rank 0
+        (``{'meta': ..., 'state_dict': ...}``). Collective: every rank calls it."""
+        state_dict = self.full_model_state_dict()
+        if get_rank() == 0:
+            meta = dict(meta or {})
+            meta.setdefault('seed', self.seed)
+            meta.setdefault('time', time.strftime('%Y%m%d_%H%M%S', time.localtime()))
+            _atomic_torch_save({'meta': meta, 'state_dict': state_dict}, filename)
+        dist.barrier()
+
+
 # --------------------------------------------------------------------------- FSDP2
 @STRATEGIES.register_module()
-class FSDP2Strategy(DDPStrategy):
+class FSDP2Strategy(_ConsolidatedExport, DDPStrategy):
     """Fully sharded data parallel training with FSDP2 (``torch.distributed.fsdp.fully_shard``).
 
     Use with ``runner_type = 'FlexibleRunner'`` (see ``configs/_base_/strategies/``)::
@@ -767,17 +782,6 @@ class FSDP2Strategy(DDPStrategy):
         if 'loss_scaler' in extra and scaler is not None:
             scaler.load_state_dict(extra['loss_scaler'])
 
-    def export_consolidated(self, filename: str, meta: Optional[dict] = None) -> None:
-        """Write the unsharded float32 model as one mmengine checkpoint file on rank 0
-        (``{'meta': ..., 'state_dict': ...}``). Collective: every rank calls it."""
-        state_dict = self.full_model_state_dict()
-        if get_rank() == 0:
-            meta = dict(meta or {})
-            meta.setdefault('seed', self.seed)
-            meta.setdefault('time', time.strftime('%Y%m%d_%H%M%S', time.localtime()))
-            _atomic_torch_save({'meta': meta, 'state_dict': state_dict}, filename)
-        dist.barrier()
-
     # ------------------------------------------------------------------ loading
     def _load_sharded(self, path: str, *, model: bool = True, optimizer: bool = False,
                       strict: bool = True) -> dict:
@@ -990,19 +994,14 @@ def _deepspeed_available() -> bool:
     return importlib.util.find_spec('deepspeed') is not None
 
 
-class AutocastDeepSpeedEngineWrapper(MMDeepSpeedEngineWrapper):
+class Float32PredictionsEngineWrapper(MMDeepSpeedEngineWrapper):
     """MMEngine's ``MMDeepSpeedEngineWrapper`` that returns float32 predictions.
 
-    The bf16 autocast itself is set on the model's ``forward`` by
+    (The bf16 autocast is set on the model's ``forward`` by
     :meth:`DeepSpeedZeroStrategy._wrap_model`, inside the engine: DeepSpeed 0.19's engine turns
-    off an autocast opened around it on CUDA unless its own ``torch_autocast`` mode (float32
-    weights) is configured.
+    off an autocast opened around it on CUDA unless its own ``torch_autocast`` mode, with
+    float32 weights, is configured.)
     """
-
-    def __init__(self, *, model, inputs_to_half=None,
-                 autocast_dtype: Optional[torch.dtype] = None) -> None:
-        super().__init__(model=model, inputs_to_half=inputs_to_half)
-        self._autocast_dtype = autocast_dtype
 
     def val_step(self, data):
         # DeepSpeed's bf16 model predicts in bf16, which metrics that go through numpy (COCO
@@ -1046,7 +1045,7 @@ def _half_to_float32(obj):
 
 
 @STRATEGIES.register_module()
-class DeepSpeedZeroStrategy(DeepSpeedStrategy):
+class DeepSpeedZeroStrategy(_ConsolidatedExport, DeepSpeedStrategy):
     """MMEngine's ``DeepSpeedStrategy`` for our configs (ZeRO stage 1, 2 or 3).
 
     Differences from the parent: the config's ``optim_wrapper`` is converted by
@@ -1215,17 +1214,6 @@ class DeepSpeedZeroStrategy(DeepSpeedStrategy):
                 out[name] = value.detach().float().cpu().clone()
         return out
 
-    def export_consolidated(self, filename: str, meta: Optional[dict] = None) -> None:
-        """Write the unsharded float32 model as one mmengine checkpoint file on rank 0
-        (``{'meta': ..., 'state_dict': ...}``). Collective: every rank calls it."""
-        state_dict = self.full_model_state_dict()
-        if get_rank() == 0:
-            meta = dict(meta or {})
-            meta.setdefault('seed', self.seed)
-            meta.setdefault('time', time.strftime('%Y%m%d_%H%M%S', time.localtime()))
-            _atomic_torch_save({'meta': meta, 'state_dict': state_dict}, filename)
-        dist.barrier()
-
     def _autocast_dtype(self) -> Optional[torch.dtype]:
         if not self.autocast:
             return None
@@ -1262,5 +1250,5 @@ class DeepSpeedZeroStrategy(DeepSpeedStrategy):
                 model=model, optimizer=self.optim_wrapper.optimizer, config=self.config)
         else:
             engine, *_ = deepspeed.initialize(model=model, config=self.config)
-        return AutocastDeepSpeedEngineWrapper(model=engine, inputs_to_half=self._inputs_to_half,
-                                              autocast_dtype=dtype)
+        return Float32PredictionsEngineWrapper(model=engine,
+                                               inputs_to_half=self._inputs_to_half)

@@ -75,7 +75,6 @@ def _worker(rank, port, tmp, stage):
     out['loaded'] = s1.full_model_state_dict()
     # optimizer state: float32 moments for the trained parameters only, spread over the ranks
     states = s1.optim_wrapper.optimizer.optimizer.state
-    numel = torch.tensor([sum(st['exp_avg'].numel() for st in states.values())])
     out['group_lrs'] = sorted((g['lr'], g['weight_decay'])
                               for g in s1.optim_wrapper.optimizer.param_groups)
     losses = _train(s1, batches[:2], rank)
