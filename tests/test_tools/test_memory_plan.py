@@ -1,6 +1,8 @@
 """Memory planner: a tiny arch against the analytic count, the tiny demo config against the
-peak measured in a training step on the CPU, 6B parameter bytes per strategy, the CLI."""
+peak measured in a training step on the CPU, 6B parameter bytes per strategy, the strategy
+pieces and their aliases, the CLI."""
 import importlib.util
+import os
 import os.path as osp
 
 import pytest
@@ -45,11 +47,37 @@ def test_tiny_block_activations_match_analytic():
     assert facts.block_input == {'bf16': B * N * C * 2, 'amp': B * N * C * 4}
     maps = B * C * 4 * 4 * 4  # one float32 output map, whatever the precision
     assert facts.other_act == {'fp32': maps, 'amp': maps}
-    for strategy, amp in (('fsdp', False), ('zero2', False), ('ddp', True)):
+    for strategy, amp in (('fsdp', False), ('zero2', False), ('ddp', True),
+                          ('fsdp1_full_shard', True)):
         block, stream = analytic_block_bytes(N, amp=amp), (4 if amp else 2)
-        assert facts.activations(False, strategy) == pytest.approx(L * B * block + maps)
+        # FSDP1: autocast's bf16 copies of the weights of the blocks not in backward (their
+        # forward saved them: uncached casts of the flat parameter's views)
+        copies = 2 * (L - 1) * facts.largest_block if strategy == 'fsdp1_full_shard' else 0
+        assert facts.activations(False, strategy) == pytest.approx(
+            L * B * block + maps + copies)
         assert facts.activations(True, strategy) == pytest.approx(
             L * B * N * C * stream + B * block + maps)
+
+
+def test_autocast_does_not_cache_casts_of_flat_parameter_views():
+    """What the FSDP1 row assumes: autocast caches the bf16 copy of a leaf float32 parameter
+    (DDP: one copy, however often it is used), not of a view of a flat parameter (FSDP1's
+    ``use_orig_params`` forward): each use saves its own copy."""
+    flat = torch.nn.Parameter(torch.randn(2 * C * C))
+    leaf = torch.nn.Parameter(torch.randn(C, C))
+    view = flat.split([C * C, C * C])[0].view(C, C)
+    x = torch.randn(B, C, requires_grad=True)
+
+    def twice(w):
+        def run():
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                y = torch.nn.functional.linear(x, w)
+                torch.nn.functional.linear(y, w)
+        return mp.saved_tensor_bytes(run, exclude=[flat, leaf])
+
+    inputs = 2 * B * C * 2  # the two linears' bf16 inputs
+    assert twice(leaf) == inputs + C * C * 2
+    assert twice(view) == inputs + 2 * C * C * 2
 
 
 def test_tiny_parameter_counts():
@@ -75,16 +103,22 @@ def test_tiny_plan_formulas(strategy):
     n = 2
     expected = {
         'ddp': (6 * t, 8 * t, 8 * t),
-        'fsdp': (4 * t / n + 4 * blk + 4 * root, 4 * t / n + 6 * blk + 4 * root, 8 * t / n),
-        'fsdp_sgo': (4 * t / n + 2 * L * blk + 4 * root, 4 * t / n + 6 * blk + 4 * root,
-                     8 * t / n),
-        'zero1': (2 * t, 2 * t, 12 * t / n),
-        'zero2': (2 * t, 2 * t / n, 12 * t / n),
-        'zero3': (2 * t / n + 4 * blk, 2 * t / n, 12 * t / n),
+        'fsdp2_full_shard': (4 * t / n + 4 * blk + 4 * root, 4 * t / n + 6 * blk + 4 * root,
+                             8 * t / n),
+        'fsdp2_shard_grad_op': (4 * t / n + 2 * L * blk + 4 * root,
+                                4 * t / n + 6 * blk + 4 * root, 8 * t / n),
+        # two gathered fp32 blocks + one block's bf16 copies; fp32 root + its bf16 copies
+        'fsdp1_full_shard': (4 * t / n + 10 * blk + 6 * root, 4 * t / n + 8 * blk + 4 * root,
+                             8 * t / n),
+        'deepspeed_zero1': (2 * t, 2 * t, 12 * t / n),
+        'deepspeed_zero2': (2 * t, 2 * t / n, 12 * t / n),
+        'deepspeed_zero3': (2 * t / n + 4 * blk, 2 * t / n, 12 * t / n),
     }[strategy]
     p = mp.plan(facts, strategy, n, overhead_gib=0)
+    assert p.strategy == strategy
     assert (p.weights, p.grads, p.optim) == pytest.approx(expected)
     assert p.total_cp == pytest.approx(sum(expected) + facts.activations(True, strategy))
+    assert p.total_nocp == pytest.approx(sum(expected) + facts.activations(False, strategy))
 
 
 @pytest.fixture
@@ -100,20 +134,25 @@ BYTES_PER_PARAM = {
     # fp32 weights + autocast's bf16 copies; fp32 .grad + DDP's fp32 bucket; 2 fp32 states
     'ddp': ((4 + 2, 0), (4 + 4, 0), (8, 0)),
     # fp32 weights, grads and states, all sharded (plus the gathered block(s), below)
-    'fsdp': ((0, 4), (0, 4), (0, 8)),
-    'fsdp_sgo': ((0, 4), (0, 4), (0, 8)),
+    'fsdp2_full_shard': ((0, 4), (0, 4), (0, 8)),
+    'fsdp2_shard_grad_op': ((0, 4), (0, 4), (0, 8)),
+    'fsdp1_full_shard': ((0, 4), (0, 4), (0, 8)),
     # bf16 weights and grads; fp32 master + 2 fp32 states sharded
-    'zero1': ((2, 0), (2, 0), (0, 4 + 8)),
-    'zero2': ((2, 0), (0, 2), (0, 4 + 8)),
-    'zero3': ((0, 2), (0, 2), (0, 4 + 8)),
+    'deepspeed_zero1': ((2, 0), (2, 0), (0, 4 + 8)),
+    'deepspeed_zero2': ((2, 0), (0, 2), (0, 4 + 8)),
+    'deepspeed_zero3': ((0, 2), (0, 2), (0, 4 + 8)),
 }
 # Model state per GPU for InternViT-6B alone on 8 GPUs, in GB (1e9 B), from 5.9 B parameters
 # (blocks of 122.9 M, 2.7 M in the stem): DDP 22 B/param; FSDP2 16 B/param / 8 plus two
 # gathered bf16 blocks, one block's bf16 grad + fp32 reduce buffer (10 B x 122.9 M) and the
 # float32 stem's weights and grads; shard-grad-op also keeps all 48 bf16 blocks (2 B/param);
-# ZeRO-1 4 + 12/8 B/param; ZeRO-2 2 + 14/8; ZeRO-3 16/8 plus two gathered bf16 blocks.
-GB_6B_ON_8 = {'ddp': 129.9, 'fsdp': 13.1, 'fsdp_sgo': 24.4, 'zero1': 32.5, 'zero2': 22.1,
-              'zero3': 12.3}
+# FSDP1 16 B/param / 8 plus two gathered fp32 blocks and one block's bf16 autocast copies, one
+# block's fp32 grads and the flat fp32 grad they are concatenated into (18 B x 122.9 M) and
+# the float32 stem's weights, bf16 copies and grads (10 B x 2.7 M); ZeRO-1 4 + 12/8 B/param;
+# ZeRO-2 2 + 14/8; ZeRO-3 16/8 plus two gathered bf16 blocks.
+GB_6B_ON_8 = {'ddp': 129.9, 'fsdp2_full_shard': 13.1, 'fsdp2_shard_grad_op': 24.4,
+              'fsdp1_full_shard': 14.0, 'deepspeed_zero1': 32.5, 'deepspeed_zero2': 22.1,
+              'deepspeed_zero3': 12.3}
 
 
 def test_6b_parameter_bytes(facts_6b):
@@ -124,9 +163,11 @@ def test_6b_parameter_bytes(facts_6b):
     assert 48 * blk + root == params and abs(blk - 122.9e6) < 0.1e6
     n = 8
     extra = {  # (weights, grads) bytes on top of the per-parameter ones: gathered units
-        'fsdp': (2 * 2 * blk + 4 * root, (2 + 4) * blk + 4 * root),
-        'fsdp_sgo': (2 * 48 * blk + 4 * root, (2 + 4) * blk + 4 * root),
-        'zero3': (2 * 2 * blk, 0)}
+        'fsdp2_full_shard': (2 * 2 * blk + 4 * root, (2 + 4) * blk + 4 * root),
+        'fsdp2_shard_grad_op': (2 * 48 * blk + 4 * root, (2 + 4) * blk + 4 * root),
+        'fsdp1_full_shard': (2 * 4 * blk + 2 * blk + (4 + 2) * root, (4 + 4) * blk + 4 * root),
+        'deepspeed_zero3': (2 * 2 * blk, 0)}
+    assert set(BYTES_PER_PARAM) == set(GB_6B_ON_8) == set(mp.STRATEGIES)
     for strategy in mp.STRATEGIES:
         p = mp.plan(facts_6b, strategy, n, overhead_gib=0)
         ew, eg = extra.get(strategy, (0, 0))
@@ -143,7 +184,54 @@ def test_6b_min_gpus(facts_6b):
     # fully sharded: 16 bytes per parameter spread over N GPUs plus the gathered blocks
     n = mp.min_gpus(facts_6b, 'fsdp', 80)
     assert n == 2
+    assert mp.min_gpus(facts_6b, 'fsdp1_full_shard', 80) == 2
     assert mp.min_gpus(facts_6b, 'zero3', 40) <= mp.min_gpus(facts_6b, 'zero1', 40)
+
+
+def test_strategies_are_the_pieces_train_takes():
+    """One row per piece of configs/_base_/strategies, named as tools/train.py --strategy names
+    them; the short names are aliases of pieces."""
+    from tools.train import STRATEGIES as TRAIN_STRATEGIES
+    pieces = sorted(osp.splitext(f)[0] for f in os.listdir(mp.STRATEGY_DIR) if f.endswith('.py'))
+    assert sorted(mp.STRATEGIES) == pieces == sorted(TRAIN_STRATEGIES)
+    assert set(mp.STRATEGY_NAMES) == set(mp.PRECISION) == set(mp.STRATEGIES)
+    assert set(mp.ALIASES.values()) <= set(mp.STRATEGIES)
+    assert not set(mp.ALIASES) & set(mp.STRATEGIES)
+    for name in mp.STRATEGIES:
+        assert mp.resolve_strategy(name) == name
+    assert mp.resolve_strategy('fsdp_sgo') == 'fsdp2_shard_grad_op'
+    assert mp.resolve_strategy('zero1') == 'deepspeed_zero1'
+    with pytest.raises(ValueError, match='fsdp1_full_shard'):
+        mp.resolve_strategy('fsdp1_shard_grad_op')
+    facts = tiny_facts()
+    for alias, piece in mp.ALIASES.items():
+        assert mp.plan(facts, alias, 2) == mp.plan(facts, piece, 2)
+
+
+def test_config_strategy(repo_root):
+    """The piece a config trains with, from its runner_type/strategy: the 6B full-tuning configs
+    default to fsdp2_full_shard; DDP otherwise; what tools/train.py --strategy sets."""
+    from mmengine.config import Config
+
+    from tools.train import apply_strategy
+    cfg = Config.fromfile(osp.join(
+        repo_root, 'configs', 'segmentation', 'intern_vit_6b', 'full_tuning',
+        'upernet_intern-vit-6b_8xb2-80k_ade20k-504x504.py'))
+    assert mp.config_strategy(cfg) == ('fsdp2_full_shard', True)
+    for piece in mp.STRATEGIES:
+        apply_strategy(cfg, piece)
+        assert mp.config_strategy(cfg) == (piece, True), piece
+    apply_strategy(cfg, 'fsdp2_full_shard')
+    cfg.strategy.reshard_after_forward = False
+    cfg.strategy.wrap_modules = ['Block', 'UPerHead']
+    assert mp.config_strategy(cfg) == ('fsdp2_shard_grad_op', False)
+    apply_strategy(cfg, 'deepspeed_zero3')
+    cfg.strategy.zero_optimization.overlap_comm = False
+    assert mp.config_strategy(cfg) == ('deepspeed_zero3', False)
+    assert mp.config_strategy(Config(dict(runner_type='FlexibleRunner',
+                                          strategy=dict(type='ColossalAIStrategy')))) \
+        == (None, False)
+    assert mp.config_strategy(Config(dict(model=dict()))) == ('ddp', True)
 
 
 def test_table_has_a_row_per_strategy():
@@ -152,6 +240,13 @@ def test_table_has_a_row_per_strategy():
     assert len(lines) == 2 + len(mp.STRATEGIES)
     assert lines[2].startswith('| DDP (bf16 autocast) |')
     assert all(line.endswith(' 1 |') for line in lines[2:])  # tiny: one GPU is enough
+    pieces = [line.split(' | ')[1] for line in lines[2:]]
+    assert pieces == list(mp.STRATEGIES)
+    text = mp.format_table(tiny_facts(), ['fsdp', 'fsdp1'], 2, 4.0,
+                           config_piece='fsdp2_full_shard')
+    assert [line.split(' | ')[:2] for line in text.splitlines()[2:]] == [
+        ['| FSDP2 full shard', 'fsdp2_full_shard (config)'],
+        ['| FSDP1 full shard (bf16 autocast)', 'fsdp1_full_shard']]
 
 
 def test_cli_arch(capsys):
@@ -160,6 +255,18 @@ def test_cli_arch(capsys):
     assert 'DeepSpeed ZeRO-3' in text and 'FSDP2' not in text
     assert 'parameters: 0.304 B' in text
     assert capsys.readouterr().out.strip() == text
+    # the names tools/train.py --strategy takes; an alias and its piece make one row
+    text = mp.main(['--arch', '300m', '--crop', '56', '--batch', '1', '--gpus', '2',
+                    '--strategy', 'fsdp1_full_shard', '--strategy', 'deepspeed_zero3',
+                    '--strategy', 'zero3'])
+    rows = text.splitlines()[-2:]
+    assert rows[0].startswith('| FSDP1 full shard (bf16 autocast) | fsdp1_full_shard |')
+    assert rows[1].startswith('| DeepSpeed ZeRO-3 | deepspeed_zero3 |')
+    assert 'strategy of the config' not in text  # no config
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        mp.main(['--arch', '300m', '--strategy', 'fsdp3'])
+    assert "got 'fsdp3'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec('mmseg') is None, reason='needs mmseg')
@@ -171,6 +278,8 @@ def test_cli_on_demo_config(repo_root, capsys):
     assert 'FSDP2 full shard' in text and 'DeepSpeed ZeRO-2' in text and 'DDP' not in text
     assert 'neck/heads not counted' not in text  # the UperNet head was measured
     assert 'batch 4, crop 112x112' in text
+    assert 'strategy of the config: ddp\n' in text  # the demo config runs plain DDP
+    assert '(config)' not in text  # no DDP row
 
 
 # --------------------------------------------------------------------------- measured peak

@@ -1,8 +1,15 @@
 """Per-GPU memory plan of training a config under each distribution strategy.
 
-    python tools/analysis/memory_plan.py CONFIG --gpus 8 [--strategy ddp|fsdp|fsdp_sgo|zero1|
-        zero2|zero3] [--gpu-mem 80] [--overhead 2] [--batch B] [--crop S]
+    python tools/analysis/memory_plan.py CONFIG --gpus 8 [--strategy PIECE] [--gpu-mem 80]
+        [--overhead 2] [--batch B] [--crop S]
     python tools/analysis/memory_plan.py --arch 6b --crop 504 --batch 2 --gpus 8 --gpu-mem 40
+
+``--strategy`` (repeatable; default: all) takes the names of the strategy pieces in
+``configs/_base_/strategies``, the names ``tools/train.py --strategy`` takes: ``ddp``,
+``fsdp2_full_shard``, ``fsdp2_shard_grad_op``, ``fsdp1_full_shard``, ``deepspeed_zero1``,
+``deepspeed_zero2``, ``deepspeed_zero3``; or the short aliases ``fsdp``, ``fsdp_sgo``, ``fsdp1``,
+``zero1``, ``zero2``, ``zero3``. Each row names its piece; the piece a CONFIG trains with (its
+``runner_type``/``strategy``) is marked ``(config)``.
 
 For each strategy: weights, gradients, optimizer states, activations with and without activation
 checkpointing, the totals on ``--gpus`` GPUs, whether they fit ``--gpu-mem`` GiB, and the smallest
@@ -18,38 +25,67 @@ Where the numbers come from:
   tokens, fitted as ``c + a*N + b*N**2`` per image, where ``c``, autocast's weight copies, is
   counted with the weights, and evaluated at the crop's token count), in the precision each
   strategy runs it in (``PRECISION``): bf16 weights and a bf16 residual stream (FSDP2's
-  ``param_dtype``, DeepSpeed's bf16 mode), or float32 weights under bf16 autocast (DDP with
-  ``AmpOptimWrapper``), where the residual stream stays float32 (the float32 cls token and
+  ``param_dtype``, DeepSpeed's bf16 mode), or float32 weights under bf16 autocast (DDP and FSDP1
+  with ``AmpOptimWrapper``), where the residual stream stays float32 (the float32 cls token and
   position embeddings promote it). Without checkpointing every block keeps them; with it each
   block keeps its input (2 or 4 bytes per element) and one block at a time recomputes its
   activations in backward. Neck and heads (segmentation configs, when mmseg is installed): saved
   bytes of their forward on fake CPU tensors (``FakeTensorMode``: nothing is allocated, but
   ``torch.autocast`` applies), in float32 (FSDP2's root group) or under bf16 autocast (DDP,
-  DeepSpeed), plus the upsampled logits and the cross-entropy; without them, the float32
+  FSDP1, DeepSpeed), plus the upsampled logits and the cross-entropy; without them, the float32
   backbone maps only. CPU autocast stands in for CUDA's; their op lists differ in places (CUDA
-  autocast runs e.g. softmax and layer_norm in float32), so under DDP the naive attention and
-  LayerNorm archs may save somewhat more on a GPU (not checked on one).
-* Strategies (AdamW: two float32 states per trainable parameter):
+  autocast runs e.g. softmax and layer_norm in float32), so under DDP and FSDP1 the naive
+  attention and LayerNorm archs may save somewhat more on a GPU (not checked on one).
+* Strategies (AdamW: two float32 states per trainable parameter), by piece (short alias):
 
-  ==========  ============================  ==========================  ==================
-  strategy    weights                       gradients                   optimizer
-  ==========  ============================  ==========================  ==================
-  ddp         fp32 + bf16 autocast copies   fp32 + fp32 DDP buckets     8 B/param
-  fsdp        fp32 / N + 2 gathered bf16    fp32 / N + one block's      8 B/param / N
-              blocks + fp32 root            bf16 grad + fp32 reduce
-                                            buffer + fp32 root grads
-  fsdp_sgo    as fsdp, but every block's    as fsdp                     as fsdp
-              bf16 copy is kept
-  zero1       bf16                          bf16                        (4 master + 8) / N
-  zero2       bf16                          bf16 / N                    (4 master + 8) / N
-  zero3       bf16 / N + 2 gathered blocks  bf16 / N                    (4 master + 8) / N
-  ==========  ============================  ==========================  ==================
+  ===================  ===========================  ==========================  ================
+  piece (alias)        weights                      gradients                   optimizer
+  ===================  ===========================  ==========================  ================
+  ddp                  fp32 + bf16 autocast copies  fp32 + fp32 DDP buckets     8 B/param
+  fsdp2_full_shard     fp32 / N + 2 gathered bf16   fp32 / N + one block's      8 B/param / N
+  (fsdp)               blocks + fp32 root           bf16 grad + fp32 reduce
+                                                    buffer + fp32 root grads
+  fsdp2_shard_grad_op  as fsdp, but every block's   as fsdp                     as fsdp
+  (fsdp_sgo)           bf16 copy is kept
+  fsdp1_full_shard     fp32 / N + 2 gathered fp32   fp32 / N + one block's      8 B/param / N
+  (fsdp1)              blocks + one block's bf16    fp32 grads + the flat fp32
+                       autocast copies + fp32 root  grad they are concatenated
+                       + its bf16 autocast copies   into + fp32 root grads
+  deepspeed_zero1      bf16                         bf16                        (4 master + 8) / N
+  (zero1)
+  deepspeed_zero2      bf16                         bf16 / N                    (4 master + 8) / N
+  (zero2)
+  deepspeed_zero3      bf16 / N + 2 gathered        bf16 / N                    (4 master + 8) / N
+  (zero3)              blocks
+  ===================  ===========================  ==========================  ================
 
   FSDP2 keeps its sharded float32 parameters as the master copy (``MixedPrecisionPolicy``
   ``param_dtype=bf16``, ``reduce_dtype=fp32``; the root group computes in float32, see
   ``backbones/strategies.py``); DeepSpeed's bf16 mode keeps bf16 weights plus a float32 master
   shard. DDP's reducer keeps a float32 bucket copy of every gradient (MMEngine's
   ``MMDistributedDataParallel`` does not set ``gradient_as_bucket_view``).
+
+  FSDP1 (MMEngine's ``FSDPStrategy``: ``FULL_SHARD``, one unit per block, ``use_orig_params``,
+  no FSDP ``MixedPrecision``) shards float32 parameters, gradients and AdamW states over the N
+  GPUs; bf16 comes from the config's ``AmpOptimWrapper`` (autocast), so the activations are
+  DDP's (``PRECISION``). Assumed, in the same byte model:
+
+  - Weights: two block units gathered in float32 at a time (the one computing and the one
+    prefetched, by ``BACKWARD_PRE`` in backward or the all-gather limiter in forward); the root
+    unit (stem, neck, heads) stays gathered from forward to backward (FSDP1 does not reshard the
+    root after forward), as FSDP2's root group does.
+  - Autocast's bf16 weight copies: under ``use_orig_params`` a unit's forward sees its
+    parameters as views of the flat parameter, not leaves, so autocast does not cache their
+    casts (it caches leaf parameters only, as under DDP): every use makes a bf16 copy, which
+    the matmul saves for backward. One block's copies are counted with the weights (with
+    checkpointing only the recomputing block holds them), the root's likewise (2 B per
+    trainable parameter, as DDP's); without checkpointing every other block keeps its copies
+    until its backward, counted with the activations (2 B per block parameter).
+  - Gradients: a unit's float32 per-parameter gradients (autocast's bf16 gradients cast back)
+    wait for the whole unit's backward, are concatenated into one flat float32 gradient (both
+    live for a moment: 8 B per block parameter), which is reduce-scattered into the float32
+    shard; the root's per-parameter gradients (heads first, stem last) wait until the end of
+    backward (4 B per root parameter), as FSDP2's root gradients do.
 
 Every term is summed, although gradients and the forward's activations never peak together (a
 slight overestimate; ``tests/test_tools/test_memory_plan.py`` checks the DDP total against the
@@ -63,6 +99,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os.path as osp
 import sys
 from dataclasses import dataclass, field
@@ -74,18 +111,80 @@ import torch.nn as nn
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 GiB = 2 ** 30
-STRATEGIES = ('ddp', 'fsdp', 'fsdp_sgo', 'zero1', 'zero2', 'zero3')
+STRATEGY_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                        'configs', '_base_', 'strategies')
+# The strategy pieces (configs/_base_/strategies/NAME.py, `tools/train.py --strategy NAME`), in
+# the order of the table's rows.
+STRATEGIES = ('ddp', 'fsdp2_full_shard', 'fsdp2_shard_grad_op', 'fsdp1_full_shard',
+              'deepspeed_zero1', 'deepspeed_zero2', 'deepspeed_zero3')
+ALIASES = {'fsdp': 'fsdp2_full_shard', 'fsdp_sgo': 'fsdp2_shard_grad_op',
+           'fsdp1': 'fsdp1_full_shard', 'zero1': 'deepspeed_zero1', 'zero2': 'deepspeed_zero2',
+           'zero3': 'deepspeed_zero3'}
 STRATEGY_NAMES = {
-    'ddp': 'DDP (bf16 autocast)', 'fsdp': 'FSDP2 full shard', 'fsdp_sgo': 'FSDP2 shard-grad-op',
-    'zero1': 'DeepSpeed ZeRO-1', 'zero2': 'DeepSpeed ZeRO-2', 'zero3': 'DeepSpeed ZeRO-3'}
+    'ddp': 'DDP (bf16 autocast)', 'fsdp2_full_shard': 'FSDP2 full shard',
+    'fsdp2_shard_grad_op': 'FSDP2 shard-grad-op',
+    'fsdp1_full_shard': 'FSDP1 full shard (bf16 autocast)',
+    'deepspeed_zero1': 'DeepSpeed ZeRO-1', 'deepspeed_zero2': 'DeepSpeed ZeRO-2',
+    'deepspeed_zero3': 'DeepSpeed ZeRO-3'}
 # Precision of the forward, per strategy: (InternViT blocks, neck and heads). 'bf16': bf16
 # weights (FSDP2's param_dtype; DeepSpeed's bf16 mode casts the whole model); 'amp': float32
-# weights under bf16 autocast (DDP with AmpOptimWrapper; DeepSpeed's heads, whose bf16 weights
-# also run under autocast, save the same); 'fp32': FSDP2's float32 root group, no autocast.
-PRECISION = {'ddp': ('amp', 'amp'), 'fsdp': ('bf16', 'fp32'), 'fsdp_sgo': ('bf16', 'fp32'),
-             'zero1': ('bf16', 'amp'), 'zero2': ('bf16', 'amp'), 'zero3': ('bf16', 'amp')}
+# weights under bf16 autocast (DDP and FSDP1 with AmpOptimWrapper; DeepSpeed's heads, whose bf16
+# weights also run under autocast, save the same); 'fp32': FSDP2's float32 root group, no
+# autocast.
+PRECISION = {'ddp': ('amp', 'amp'), 'fsdp2_full_shard': ('bf16', 'fp32'),
+             'fsdp2_shard_grad_op': ('bf16', 'fp32'), 'fsdp1_full_shard': ('amp', 'amp'),
+             'deepspeed_zero1': ('bf16', 'amp'), 'deepspeed_zero2': ('bf16', 'amp'),
+             'deepspeed_zero3': ('bf16', 'amp')}
 BLOCK_PRECISIONS = ('bf16', 'amp')
 HEAD_PRECISIONS = ('fp32', 'amp')
+# Strategies whose autocast cannot cache the bf16 copies of the blocks' weights (FSDP1 with
+# use_orig_params: the forward sees views of the flat parameter), so every block's forward saves
+# its own copies for backward (see the module docstring).
+UNCACHED_BLOCK_CASTS = ('fsdp1_full_shard',)
+
+
+def resolve_strategy(name: str) -> str:
+    """The piece name of ``name``: a piece of ``STRATEGIES`` or a short alias (``ALIASES``)."""
+    piece = ALIASES.get(name, name)
+    if piece not in STRATEGIES:
+        raise ValueError(f'strategy must be one of {STRATEGIES} or an alias of '
+                         f'{tuple(ALIASES)}, got {name!r}')
+    return piece
+
+
+def _plain(value):
+    return value.to_dict() if hasattr(value, 'to_dict') else value
+
+
+@functools.lru_cache(maxsize=None)
+def _piece_engine(name: str) -> tuple:
+    """``(runner_type, strategy)`` of a strategy piece (``strategy`` as a plain dict)."""
+    from mmengine.config import Config
+    piece = Config.fromfile(osp.join(STRATEGY_DIR, f'{name}.py'))
+    return piece.get('runner_type', 'Runner'), _plain(piece.get('strategy'))
+
+
+def config_strategy(cfg) -> Tuple[Optional[str], bool]:
+    """``(piece, exact)``: the strategy piece a config trains with, from its ``runner_type`` and
+    ``strategy`` (what ``tools/train.py --strategy`` sets). ``exact``: they equal the piece's;
+    otherwise ``piece`` is the row of the same engine and sharding (``None``: no row is)."""
+    runner, strategy = cfg.get('runner_type', 'Runner'), _plain(cfg.get('strategy'))
+    for name in STRATEGIES:
+        if (runner, strategy) == _piece_engine(name):
+            return name, True
+    if not strategy:
+        return ('ddp' if runner == 'Runner' else None), False
+    kind = strategy.get('type')
+    if kind == 'FSDP2Strategy':
+        return ('fsdp2_full_shard' if strategy.get('reshard_after_forward', True)
+                else 'fsdp2_shard_grad_op'), False
+    if kind == 'FSDPStrategy':
+        sharding = (strategy.get('model_wrapper') or {}).get('sharding_strategy', 'FULL_SHARD')
+        return ('fsdp1_full_shard' if str(sharding).endswith('FULL_SHARD') else None), False
+    if kind in ('DeepSpeedZeroStrategy', 'DeepSpeedStrategy'):
+        stage = (strategy.get('zero_optimization') or {}).get('stage')
+        return (f'deepspeed_zero{stage}' if stage in (1, 2, 3) else None), False
+    return None, False
 
 
 # --------------------------------------------------------------------------- model facts
@@ -118,12 +217,18 @@ class ModelFacts:
         return self.trainable + self.frozen
 
     def activations(self, checkpointing: bool, strategy: str) -> float:
-        """Saved activation bytes of one step under ``strategy`` (its ``PRECISION``)."""
+        """Saved activation bytes of one step under ``strategy`` (its ``PRECISION``); for
+        ``UNCACHED_BLOCK_CASTS`` without checkpointing, also the bf16 weight copies that the
+        blocks other than the one in backward keep (the plan's weights hold that one's)."""
+        strategy = resolve_strategy(strategy)
         blocks, heads = PRECISION[strategy]
         act, inp, other = self.block_act[blocks], self.block_input[blocks], self.other_act[heads]
         if checkpointing:
             return self.num_blocks * inp + act + other
-        return self.num_blocks * act + other
+        copies = 0
+        if strategy in UNCACHED_BLOCK_CASTS and self.block_trainable > 0:
+            copies = 2 * (self.block_trainable + self.block_frozen - self.largest_block)
+        return self.num_blocks * act + other + copies
 
 
 def saved_tensor_bytes(fn, exclude: Sequence[torch.Tensor] = ()) -> int:
@@ -348,9 +453,9 @@ class Plan:
 
 
 def plan(facts: ModelFacts, strategy: str, gpus: int, overhead_gib: float = 2.0) -> Plan:
-    """Per-GPU bytes of ``strategy`` on ``gpus`` GPUs (see the module docstring)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f'strategy must be one of {STRATEGIES}, got {strategy!r}')
+    """Per-GPU bytes of ``strategy`` (a piece or its alias) on ``gpus`` GPUs (see the module
+    docstring)."""
+    strategy = resolve_strategy(strategy)
     if gpus < 1:
         raise ValueError(f'gpus must be >= 1, got {gpus}')
     n = gpus
@@ -362,17 +467,26 @@ def plan(facts: ModelFacts, strategy: str, gpus: int, overhead_gib: float = 2.0)
         weights = 4 * t + 2 * t + fb * f   # fp32 params + autocast's bf16 copies + frozen
         grads = 4 * t + 4 * t              # fp32 .grad + the reducer's fp32 buckets
         optim = 8 * t
-    elif strategy in ('fsdp', 'fsdp_sgo'):
+    elif strategy in ('fsdp2_full_shard', 'fsdp2_shard_grad_op'):
         gathered = (2 * (facts.block_trainable + facts.block_frozen)
-                    if strategy == 'fsdp_sgo' else 2 * 2 * blk)
+                    if strategy == 'fsdp2_shard_grad_op' else 2 * 2 * blk)
         weights = (4 * t + fb * f) / n + gathered + 4 * root_all
         grads = 4 * t / n + (2 + 4) * blk * (facts.block_trainable > 0) \
             + 4 * facts.root_trainable
         optim = 8 * t / n
+    elif strategy == 'fsdp1_full_shard':
+        # float32 shards; two gathered float32 block units and autocast's bf16 copies of the
+        # one computing; the root unit gathered through the step, with its bf16 copies
+        weights = (4 * t + fb * f) / n + 2 * 4 * blk + 2 * blk + 4 * root_all \
+            + 2 * facts.root_trainable
+        # one unit's float32 per-parameter grads + the flat grad they are concatenated into
+        grads = 4 * t / n + (4 + 4) * blk * (facts.block_trainable > 0) \
+            + 4 * facts.root_trainable
+        optim = 8 * t / n
     else:
         total = t + f
-        weights = 2 * total / n + 2 * 2 * blk if strategy == 'zero3' else 2 * total
-        grads = 2 * t / n if strategy in ('zero2', 'zero3') else 2 * t
+        weights = 2 * total / n + 2 * 2 * blk if strategy == 'deepspeed_zero3' else 2 * total
+        grads = 2 * t / n if strategy in ('deepspeed_zero2', 'deepspeed_zero3') else 2 * t
         optim = 12 * t / n
     return Plan(strategy, gpus, weights, grads, optim, facts.activations(True, strategy),
                 facts.activations(False, strategy), overhead_gib * GiB)
@@ -399,19 +513,22 @@ def min_gpus(facts: ModelFacts, strategy: str, gpu_mem_gib: float, overhead_gib:
 
 
 def format_table(facts: ModelFacts, strategies: Sequence[str], gpus: int, gpu_mem: float,
-                 overhead: float = 2.0) -> str:
-    """A markdown table, one row per strategy (sizes in GiB per GPU)."""
-    head = ['strategy', 'weights', 'grads', 'optimizer', 'act (ckpt)', 'act (no ckpt)',
+                 overhead: float = 2.0, config_piece: Optional[str] = None) -> str:
+    """A markdown table, one row per strategy (sizes in GiB per GPU); the second column names
+    the strategy piece, ``(config)`` marking ``config_piece``."""
+    head = ['strategy', 'piece', 'weights', 'grads', 'optimizer', 'act (ckpt)', 'act (no ckpt)',
             f'total (ckpt), {gpus} GPUs', f'total (no ckpt), {gpus} GPUs',
             f'fits {gpus}x{gpu_mem:g} GiB', f'min GPUs at {gpu_mem:g} GiB (ckpt)']
     rows = []
     for s in strategies:
+        s = resolve_strategy(s)
         p = plan(facts, s, gpus, overhead)
         fits_cp = p.total_cp <= gpu_mem * GiB
         fits_no = p.total_nocp <= gpu_mem * GiB
         fits = 'yes' if fits_no else ('with ckpt' if fits_cp else 'no')
         need = min_gpus(facts, s, gpu_mem, overhead)
-        rows.append([STRATEGY_NAMES[s]] + [f'{v / GiB:.1f}' for v in (
+        piece = f'{s} (config)' if s == config_piece else s
+        rows.append([STRATEGY_NAMES[s], piece] + [f'{v / GiB:.1f}' for v in (
             p.weights, p.grads, p.optim, p.act_cp, p.act_nocp, p.total_cp, p.total_nocp)]
             + [fits, str(need) if need else 'never'])
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
@@ -419,7 +536,8 @@ def format_table(facts: ModelFacts, strategies: Sequence[str], gpus: int, gpu_me
     return '\n'.join(lines)
 
 
-def describe(facts: ModelFacts, crop_hw, batch: int, overhead: float) -> str:
+def describe(facts: ModelFacts, crop_hw, batch: int, overhead: float,
+             config_piece: Tuple[Optional[str], bool] = (None, True)) -> str:
     m = 1e9
     lines = [
         f'parameters: {facts.total / m:.3f} B ({facts.trainable / m:.3f} B trainable, '
@@ -433,16 +551,29 @@ def describe(facts: ModelFacts, crop_hw, batch: int, overhead: float) -> str:
         f'neck/heads/outputs {facts.other_act["fp32"] / GiB:.2f} GiB in float32, '
         f'{facts.other_act["amp"] / GiB:.2f} GiB under autocast; '
         f'totals include {overhead:g} GiB overhead']
+    piece, exact = config_piece
+    if piece:
+        lines.append(f'strategy of the config: {piece}' + ('' if exact else (
+            f' (modified: its settings differ from configs/_base_/strategies/{piece}.py)')))
     lines += [f'note: {n}' for n in facts.notes]
     return '\n'.join(lines)
+
+
+def _strategy_arg(name: str) -> str:
+    try:
+        return resolve_strategy(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='per-GPU memory plan of a training config')
     p.add_argument('config', nargs='?', help='training config (or use --arch)')
     p.add_argument('--gpus', type=int, default=8)
-    p.add_argument('--strategy', choices=STRATEGIES, action='append',
-                   help='only these strategies (repeatable); default: all')
+    p.add_argument('--strategy', type=_strategy_arg, action='append', metavar='PIECE',
+                   help=f'only these strategies (repeatable; default: all): the pieces '
+                   f'{", ".join(STRATEGIES)} (as tools/train.py --strategy) or the aliases '
+                   f'{", ".join(ALIASES)}')
     p.add_argument('--gpu-mem', type=float, default=80.0, help='GiB per GPU')
     p.add_argument('--overhead', type=float, default=2.0,
                    help='GiB per GPU added for the CUDA context and workspaces')
@@ -463,15 +594,19 @@ def main(argv=None) -> str:
         cfg = Config.fromfile(args.config)
         facts, crop_hw, batch = facts_from_config(cfg, crop, args.batch)
         title = osp.basename(args.config)
+        config_piece = config_strategy(cfg)
     elif args.arch:
         crop_hw, batch = _crop_hw(crop or (224, 224)), args.batch or 2
         facts = facts_from_arch(args.arch, crop_hw, batch, drop_path_rate=args.drop_path)
         title = f'InternViT {args.arch}'
+        config_piece = (None, True)
     else:
         sys.exit('error: give a CONFIG or --arch')
-    strategies = args.strategy or list(STRATEGIES)
-    text = (f'# {title}\n{describe(facts, crop_hw, batch, args.overhead)}\n\n'
-            f'{format_table(facts, strategies, args.gpus, args.gpu_mem, args.overhead)}')
+    strategies = list(dict.fromkeys(args.strategy or STRATEGIES))  # aliases resolved, once
+    table = format_table(facts, strategies, args.gpus, args.gpu_mem, args.overhead,
+                         config_piece[0])
+    text = (f'# {title}\n{describe(facts, crop_hw, batch, args.overhead, config_piece)}\n\n'
+            f'{table}')
     print(text)
     return text
 
