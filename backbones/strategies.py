@@ -55,6 +55,7 @@ from mmengine.optim import BaseOptimWrapper
 from mmengine.registry import FUNCTIONS, HOOKS, STRATEGIES
 from torch.optim import Optimizer
 
+from .engine import EXTRA_FILE, is_deepspeed_checkpoint, is_sharded_checkpoint
 from .layers import Block
 
 __all__ = ['FSDP2Strategy', 'DeepSpeedZeroStrategy', 'ExportConsolidatedHook',
@@ -62,10 +63,6 @@ __all__ = ['FSDP2Strategy', 'DeepSpeedZeroStrategy', 'ExportConsolidatedHook',
            'internvit_block_auto_wrap_policy', 'to_deepspeed_optim_wrapper',
            'is_sharded_checkpoint', 'init_dist_any_device']
 
-# Written by rank 0 into each sharded checkpoint folder, after the tensors: the non-tensor part
-# of the checkpoint (meta, message_hub, param_schedulers, optimizer param_groups). Loaded with
-# ``torch.load(weights_only=True)``; its presence marks a complete checkpoint.
-EXTRA_FILE = 'extra_state.pth'
 _DTYPES = {'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16, 'float16': torch.float16,
            'fp16': torch.float16, 'half': torch.float16, 'float32': torch.float32,
            'fp32': torch.float32, 'float': torch.float32}
@@ -251,11 +248,6 @@ def shard_model(model: nn.Module, mesh=None,
     return [n for n, _ in wrapped]
 
 
-def is_sharded_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a checkpoint folder written by :class:`FSDP2Strategy`."""
-    return osp.isdir(path) and osp.isfile(osp.join(path, '.metadata'))
-
-
 # What the ``.metadata`` pickle of a torch.distributed.checkpoint folder may name: DCP's own
 # metadata classes, torch.Size, dtypes and layouts, paths. Anything else (os.system, eval, ...)
 # is refused before it runs.
@@ -435,11 +427,6 @@ def _read_deepspeed_folder(src: str) -> Tuple[dict, dict]:
                          f'ZeRO-3 checkpoint); export with ExportConsolidatedHook during '
                          f'training instead')
     return state_dict, dict(client.get('meta') or {})
-
-
-def is_deepspeed_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a checkpoint folder written by DeepSpeed (``DeepSpeedZeroStrategy``)."""
-    return osp.isdir(path) and bool(glob.glob(osp.join(path, '*model_states.pt')))
 
 
 def _read_full_checkpoint(filename: str) -> dict:

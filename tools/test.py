@@ -10,7 +10,6 @@ The toolbox is chosen by the config's ``default_scope``; its evaluator prints th
 AP). CKPT is read with ``torch.load(weights_only=True)`` (``backbones/safe_load.py``).
 """
 import argparse
-import glob
 import os
 import os.path as osp
 import sys
@@ -59,9 +58,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file not found: {args.config}')
-    if osp.isdir(args.checkpoint) and (
-            osp.isfile(osp.join(args.checkpoint, '.metadata'))
-            or glob.glob(osp.join(args.checkpoint, '*model_states.pt'))):
+    from backbones.engine import is_deepspeed_checkpoint, is_sharded_checkpoint
+    if is_sharded_checkpoint(args.checkpoint) or is_deepspeed_checkpoint(args.checkpoint):
         parser.error(f'{args.checkpoint} is a sharded (FSDP2 or DeepSpeed) checkpoint folder; '
                      f'write one file '
                      f'with `python tools/model_converters/consolidate_checkpoint.py '
