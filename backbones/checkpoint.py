@@ -30,6 +30,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from .pos_embed import resample_abs_pos_embed
+
 StateDict = Dict[str, torch.Tensor]
 
 LAYOUTS = ('internvl', 'hf_remote', 'hf_native')
@@ -227,7 +229,6 @@ def _resample_to_model(model, sd: StateDict) -> None:
     """Resample position embeddings and the patch stem where the checkpoint's grid or patch
     size differs from the model's (what the reference does for 448px weights at 224, or patch 14
     weights in a patch-16 adapter)."""
-    from .intern_vit import resample_abs_pos_embed
     pe = sd.get('pos_embed')
     if pe is not None and pe.shape != model.pos_embed.shape and pe.ndim == 3 \
             and pe.shape[-1] == model.pos_embed.shape[-1]:

@@ -20,7 +20,8 @@ def load_config(args, parser):
     """Safe checkpoint loading on, the config with ``--cfg-options`` and the launcher applied,
     its toolbox registered and ``work_dir`` resolved (command line > config >
     ./work_dirs/<config name>). Returns (cfg, scope)."""
-    from backbones.safe_load import patch_mmengine_checkpoint_loading
+    import engine  # noqa: F401  (registers the strategies, hooks and the atomic_local backend)
+    from engine.checkpoints.safe_load import patch_mmengine_checkpoint_loading
     patch_mmengine_checkpoint_loading()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher

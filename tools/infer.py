@@ -10,7 +10,7 @@ labels and instance masks above ``--score-thr`` (mmdet's ``init_detector`` /
 over the image with ``--opacity`` (mmseg's ``init_model`` / ``inference_model`` /
 ``show_result_pyplot``). The output defaults to ``<image stem>_pred.png`` next to the working
 directory. Checkpoints are read with ``torch.load(weights_only=True)``
-(``backbones/safe_load.py``).
+(``engine/checkpoints/safe_load.py``).
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     from mmengine.config import Config
 
-    from backbones.safe_load import patch_mmengine_checkpoint_loading
+    from engine.checkpoints.safe_load import patch_mmengine_checkpoint_loading
 
     patch_mmengine_checkpoint_loading()
     cfg = Config.fromfile(args.config)  # also imports cfg.custom_imports (backbones, ...)

@@ -184,7 +184,7 @@ fi
 import mmcv, mmcv._ext  # noqa: F401
 from mmcv.ops import nms, MultiScaleDeformableAttention  # noqa: F401
 import torch, mmengine, mmseg, mmdet, timm  # noqa: F401
-import backbones, segmentation, detection  # noqa: F401
+import backbones, engine, segmentation, detection  # noqa: F401
 import deepspeed  # noqa: F401
 boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
 _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)

@@ -7,7 +7,7 @@ config with MMEngine's Runner.
 
 The toolbox is chosen by the config's ``default_scope``; its evaluator prints the results
 (mmseg's ``IoUMetric``: the per-class IoU/Acc table and mIoU; mmdet's ``CocoMetric``: bbox/segm
-AP). CKPT is read with ``torch.load(weights_only=True)`` (``backbones/safe_load.py``).
+AP). CKPT is read with ``torch.load(weights_only=True)`` (``engine/checkpoints/safe_load.py``).
 """
 import argparse
 import os
@@ -58,7 +58,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file not found: {args.config}')
-    from backbones.engine import is_deepspeed_checkpoint, is_sharded_checkpoint
+    from engine.checkpoints import is_deepspeed_checkpoint, is_sharded_checkpoint
     if is_sharded_checkpoint(args.checkpoint) or is_deepspeed_checkpoint(args.checkpoint):
         parser.error(f'{args.checkpoint} is a sharded (FSDP2 or DeepSpeed) checkpoint folder; '
                      f'write one file '
@@ -129,7 +129,7 @@ def main(argv=None):
         elif not args.out.endswith(('.pkl', '.pickle')):
             parser.error(f'--out must name a .pkl file for detection, got {args.out}')
 
-    from backbones.engine import check_dataset_paths
+    from engine.dataset_checks import check_dataset_paths
     problems = check_dataset_paths(cfg.test_dataloader.get('dataset'),
                                    f'{args.config}: test_dataloader')
     if problems:

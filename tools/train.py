@@ -6,7 +6,7 @@
 
 The toolbox is chosen by the config's ``default_scope``. Checkpoints are read with
 ``torch.load(weights_only=True)`` and written so that it accepts them
-(``backbones/safe_load.py``). ``--resume`` alone resumes from the newest checkpoint of the work
+(``engine/checkpoints/safe_load.py``). ``--resume`` alone resumes from the newest checkpoint of the work
 directory (the one ``last_checkpoint`` names if it is complete, else the newest complete
 ``iter_*``/``epoch_*``; so does ``resume = True`` without ``load_from`` in a config);
 ``--resume PATH`` from PATH. Checkpoints are written atomically (``AtomicLocalBackend``) and a
@@ -116,7 +116,7 @@ def add_reliability(cfg):
 
 def check_data(cfg, config_path, parser):
     """Missing or empty dataset folders are reported before anything is built."""
-    from backbones.engine import check_dataset_paths
+    from engine.dataset_checks import check_dataset_paths
     problems = []
     loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
     for name in loaders:
@@ -161,8 +161,8 @@ def setup_cpu_distributed(cfg, launcher, backend):
         cfg.env_cfg.dist_cfg.backend = backend = 'gloo'
     if cfg.get('runner_type', 'Runner') == 'FlexibleRunner':
         return
-    from backbones.engine import CPUDistributedDataParallel  # noqa: F401 (registers it)
-    from backbones.strategies import init_dist_any_device
+    from engine.model_wrappers import CPUDistributedDataParallel  # noqa: F401 (registers it)
+    from engine.strategies import init_dist_any_device
     kwargs = {k: v for k, v in cfg.env_cfg.dist_cfg.items() if k != 'backend'}
     init_dist_any_device(launcher, backend, who='tools/train.py', **kwargs)
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
@@ -180,7 +180,7 @@ def resolve_auto_resume(cfg):
     are removed)."""
     from mmengine.logging import print_log
 
-    from backbones.engine import find_resumable_checkpoint, remove_partial_writes
+    from engine.checkpoints import find_resumable_checkpoint, remove_partial_writes
     removed = remove_partial_writes(cfg.work_dir)
     if removed:
         print_log(f'removed partial checkpoint writes of a killed run: {removed}',

@@ -2,7 +2,7 @@
 default_scope = 'mmseg'
 # Our code (InternViT, SimpleFeaturePyramid, layer decay, linear head, few-shot subsets) is
 # switched on by importing these packages; nothing is patched.
-custom_imports = dict(imports=['backbones', 'segmentation'], allow_failed_imports=False)
+custom_imports = dict(imports=['backbones', 'engine', 'segmentation'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

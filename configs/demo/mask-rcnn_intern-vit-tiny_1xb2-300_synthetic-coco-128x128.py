@@ -11,7 +11,7 @@
 # (see configs/detection/README.md). The adapter demo
 # (mask-rcnn_intern-vit-tiny-adapter_1xb2-300_synthetic-coco-128x128.py) reaches 0.12 bbox AP.
 _base_ = ['../detection/_base_/default_runtime.py']
-custom_imports = dict(imports=['backbones', 'detection'], allow_failed_imports=False)
+custom_imports = dict(imports=['backbones', 'engine', 'detection'], allow_failed_imports=False)
 
 data_root = 'data/synthetic_coco/'
 metainfo = dict(

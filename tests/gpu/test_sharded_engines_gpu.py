@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests.test_tools.test_strategies import (OPTIM, SCHEDULER, STEPS, STRATEGY_DIR,
+from tests.test_engine.test_strategies import (OPTIM, SCHEDULER, STEPS, STRATEGY_DIR,
                                               ToyClassifier, _reference, free_port, full_batch,
                                               make_batches, spawn)
 
@@ -26,7 +26,7 @@ ENGINES = ['fsdp1_full_shard', 'deepspeed_zero1', 'deepspeed_zero2', 'deepspeed_
 def _build(piece, work_dir):
     from mmengine.registry import STRATEGIES
 
-    import backbones.strategies  # noqa: F401
+    import engine.strategies  # noqa: F401
     cfg = Config.fromfile(osp.join(STRATEGY_DIR, f'{piece}.py')).strategy.to_dict()
     cfg.update(work_dir=work_dir, env_kwargs=dict(
         launcher='pytorch', dist_cfg=dict(backend='nccl'), randomness=dict(seed=0)))

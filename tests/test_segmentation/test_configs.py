@@ -286,7 +286,7 @@ def test_6b_sharding(rel):
             cfg.custom_hooks
         from mmengine.registry import STRATEGIES
 
-        import backbones.strategies  # noqa: F401
+        import engine.strategies  # noqa: F401
         assert STRATEGIES.get(cfg.strategy.type) is not None
 
 

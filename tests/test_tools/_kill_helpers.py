@@ -7,7 +7,7 @@ from mmengine.fileio import register_backend
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from backbones.engine import AtomicLocalBackend, atomic_write
+from engine.checkpoints.atomic import AtomicLocalBackend, atomic_write
 
 
 def _announce():

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from backbones.engine import is_complete_checkpoint
+from engine.checkpoints import is_complete_checkpoint
 
 from .test_train_test_cli import CLASSES, ROOT, TINY_SEG_CONFIG, TRAIN, _write_synthetic
 
@@ -143,7 +143,7 @@ def test_train_py_reports_missing_and_empty_data_folders(tmp_path, capsys):
 
 
 def test_check_dataset_paths_messages(tmp_path):
-    from backbones.engine import check_dataset_paths
+    from engine.dataset_checks import check_dataset_paths
     (tmp_path / 'img' / 'train').mkdir(parents=True)
     ds = dict(type='RepeatDataset', times=2, dataset=dict(
         data_root=str(tmp_path), data_prefix=dict(img_path='img/train', seg_map_path='ann/train'),

@@ -61,7 +61,7 @@ Where the numbers come from:
 
   FSDP2 keeps its sharded float32 parameters as the master copy (``MixedPrecisionPolicy``
   ``param_dtype=bf16``, ``reduce_dtype=fp32``; the root group computes in float32, see
-  ``backbones/strategies.py``); DeepSpeed's bf16 mode keeps bf16 weights plus a float32 master
+  ``engine/strategies/fsdp2.py``); DeepSpeed's bf16 mode keeps bf16 weights plus a float32 master
   shard. DDP's reducer keeps a float32 bucket copy of every gradient (MMEngine's
   ``MMDistributedDataParallel`` does not set ``gradient_as_bucket_view``).
 

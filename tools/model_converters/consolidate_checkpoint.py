@@ -25,8 +25,8 @@ def main(argv=None):
                                     'DeepSpeedZeroStrategy')
     parser.add_argument('dst', help='single-file checkpoint to write')
     args = parser.parse_args(argv)
-    from backbones.strategies import (consolidate_checkpoint, is_deepspeed_checkpoint,
-                                      is_sharded_checkpoint)
+    from engine.checkpoints import (consolidate_checkpoint, is_deepspeed_checkpoint,
+                                    is_sharded_checkpoint)
     if not (is_sharded_checkpoint(args.src) or is_deepspeed_checkpoint(args.src)):
         parser.error(f'{args.src} is not a sharded checkpoint folder (neither the .metadata of '
                      f'FSDP2 nor the *model_states.pt of DeepSpeed inside)')

@@ -5,8 +5,8 @@
 # and heads (the root group) compute in float32. An AmpOptimWrapper in the training config is
 # replaced by an OptimWrapper (mixed precision comes from here).
 # Checkpoints are folders (torch.distributed.checkpoint); ExportConsolidatedHook or
-# backbones.strategies.consolidate_checkpoint writes the single file tools/test.py loads.
-# Needs `custom_imports` to include 'backbones' (FSDP2Strategy lives in backbones/strategies.py).
+# engine.checkpoints.consolidate_checkpoint writes the single file tools/test.py loads.
+# Needs `custom_imports` to include 'engine' (FSDP2Strategy lives in engine/strategies/fsdp2.py).
 runner_type = 'FlexibleRunner'
 strategy = dict(
     type='FSDP2Strategy',

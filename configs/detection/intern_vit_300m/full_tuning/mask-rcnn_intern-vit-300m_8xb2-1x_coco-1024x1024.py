@@ -11,7 +11,7 @@ _base_ = [
     '../../_base_/schedules/schedule_1x.py',
     '../../_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['backbones', 'detection'], allow_failed_imports=False)
+custom_imports = dict(imports=['backbones', 'engine', 'detection'], allow_failed_imports=False)
 
 pretrained = 'pretrained/InternViT-300M-448px'
 head_norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)

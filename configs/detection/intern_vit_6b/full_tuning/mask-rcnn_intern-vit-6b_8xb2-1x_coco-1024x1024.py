@@ -13,7 +13,7 @@ _base_ = [
     # blocks, float32 master weights). `tools/train.py --strategy NAME` swaps the engine.
     '../../../_base_/strategies/fsdp2_full_shard.py',
 ]
-custom_imports = dict(imports=['backbones', 'detection'], allow_failed_imports=False)
+custom_imports = dict(imports=['backbones', 'engine', 'detection'], allow_failed_imports=False)
 
 pretrained = 'pretrained/intern_vit_6b_224px.pth'
 model = dict(

@@ -1,4 +1,4 @@
-"""backbones.safe_load: MMEngine checkpoints that load with weights_only=True, and loading
+"""engine.checkpoints.safe_load: MMEngine checkpoints that load with weights_only=True, and loading
 that refuses pickles which would run code."""
 import builtins
 import io
@@ -16,11 +16,11 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 from tests.test_tools._toy import EVIL, ToyModel, save_evil_checkpoint, toy_runner
 from backbones.checkpoint import CheckpointError, read_state_dict
-from backbones.safe_load import (load_from_http_weights_only, load_from_local_weights_only,
-                                 make_checkpoint_weights_only_safe,
-                                 patch_mmengine_checkpoint_loading,
-                                 register_mmengine_safe_globals, resave_weights_only_safe,
-                                 restore_history_buffers)
+from engine.checkpoints.safe_load import (load_from_http_weights_only, load_from_local_weights_only,
+                                          make_checkpoint_weights_only_safe,
+                                          patch_mmengine_checkpoint_loading,
+                                          register_mmengine_safe_globals, resave_weights_only_safe,
+                                          restore_history_buffers)
 
 
 def _pickle_globals(path):

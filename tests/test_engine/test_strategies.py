@@ -20,7 +20,7 @@ from mmengine.config import Config
 from mmengine.model import BaseModel
 
 from backbones import InternViT
-from backbones.layer_decay import get_layer_id
+from engine.optimizers.layer_decay import get_layer_id
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STRATEGY_DIR = osp.join(ROOT, 'configs', '_base_', 'strategies')
@@ -102,7 +102,7 @@ def _init_env(rank: int, port: int) -> None:
 
 
 def _strategy(work_dir, **kwargs):
-    from backbones.strategies import FSDP2Strategy
+    from engine.strategies import FSDP2Strategy
     return FSDP2Strategy(work_dir=work_dir, env_kwargs=dict(
         launcher='pytorch', dist_cfg=dict(backend='gloo'), randomness=dict(seed=0)), **kwargs)
 
@@ -226,7 +226,7 @@ def _assert_state_close(a, b, atol=1e-5):
 
 # --------------------------------------------------------------------------- fast
 def test_strategies_registered():
-    import backbones.strategies  # noqa: F401
+    import engine.strategies  # noqa: F401
     from mmengine.registry import FUNCTIONS, HOOKS, STRATEGIES
     assert STRATEGIES.get('FSDP2Strategy') is not None
     assert STRATEGIES.get('DeepSpeedZeroStrategy') is not None
@@ -273,8 +273,8 @@ def test_strategy_piece_merges_into_a_config(tmp_path):
 def test_deepspeed_without_package_is_a_clear_error(stage, monkeypatch):
     from mmengine.registry import STRATEGIES
 
-    import backbones.strategies
-    monkeypatch.setattr(backbones.strategies, '_deepspeed_available', lambda: False)
+    import engine.strategies.deepspeed
+    monkeypatch.setattr(engine.strategies.deepspeed, '_deepspeed_available', lambda: False)
     cfg = Config.fromfile(osp.join(STRATEGY_DIR, f'deepspeed_zero{stage}.py'))
     with pytest.raises(ImportError, match=r'needs the deepspeed package.*fsdp2_full_shard'):
         STRATEGIES.build(cfg.strategy.to_dict())
@@ -286,7 +286,7 @@ def test_deepspeed_optimizers_registered_with_a_current_deepspeed():
     pytest.importorskip('deepspeed')
     from mmengine.registry import OPTIMIZERS
 
-    from backbones.strategies import register_deepspeed_optimizers
+    from engine.strategies import register_deepspeed_optimizers
     names = register_deepspeed_optimizers()
     assert {'FusedAdam', 'DeepSpeedCPUAdam', 'FusedLamb'} <= set(names)
     assert register_deepspeed_optimizers() == names
@@ -294,7 +294,7 @@ def test_deepspeed_optimizers_registered_with_a_current_deepspeed():
 
 
 def test_to_deepspeed_optim_wrapper():
-    from backbones.strategies import to_deepspeed_optim_wrapper
+    from engine.strategies import to_deepspeed_optim_wrapper
     wrapper, ds = to_deepspeed_optim_wrapper(dict(
         type='AmpOptimWrapper', dtype='bfloat16', loss_scale='dynamic',
         optimizer=dict(type='AdamW', lr=4e-5),
@@ -313,7 +313,7 @@ def test_to_deepspeed_optim_wrapper():
 
 def test_modules_to_shard_and_fsdp1_policy():
     from backbones.layers import Block
-    from backbones.strategies import internvit_block_auto_wrap_policy, modules_to_shard
+    from engine.strategies import internvit_block_auto_wrap_policy, modules_to_shard
     model = ToyClassifier()
     assert [n for n, _ in modules_to_shard(model)] == ['backbone.blocks.0', 'backbone.blocks.1']
     assert [n for n, _ in modules_to_shard(model, ['Linear'])][-1] == 'head'
@@ -329,7 +329,7 @@ def test_modules_to_shard_and_fsdp1_policy():
 
 
 def test_mixed_precision_config_is_checked():
-    from backbones.strategies import build_mp_policy
+    from engine.strategies import build_mp_policy
     policy = build_mp_policy(dict(param_dtype='bfloat16', reduce_dtype='float32'))
     assert policy.param_dtype == torch.bfloat16 and policy.reduce_dtype == torch.float32
     with pytest.raises(ValueError, match='unknown keys'):
@@ -339,7 +339,7 @@ def test_mixed_precision_config_is_checked():
 
 
 def test_shard_model_refuses_mixed_trainable_dtypes():
-    from backbones.strategies import shard_model
+    from engine.strategies import shard_model
     model = ToyClassifier()
     model.head.double()
     with pytest.raises(ValueError, match=r"root group.*mix dtypes \['torch.float32', "
@@ -352,7 +352,7 @@ def _single_process_worker(rank, tmp):
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from backbones.strategies import FSDP2Strategy
+    from engine.strategies import FSDP2Strategy
     strategy = FSDP2Strategy(work_dir=tmp, env_kwargs=dict(launcher='none'),
                              mixed_precision=dict(param_dtype='bfloat16', reduce_dtype='float32'))
     strategy.prepare(ToyClassifier(frozen_backbone=True), optim_wrapper=dict(OPTIM),
@@ -474,7 +474,7 @@ def test_fsdp2_resume_continues_identically(fsdp2_run):
 
 @pytest.mark.slow
 def test_fsdp2_sharded_checkpoint_folder(fsdp2_run):
-    from backbones.strategies import EXTRA_FILE, consolidate_checkpoint, is_sharded_checkpoint
+    from engine.checkpoints import EXTRA_FILE, consolidate_checkpoint, is_sharded_checkpoint
     folder = osp.join(fsdp2_run['tmp'], 'ckpt_2.pth')
     assert is_sharded_checkpoint(folder)
     assert len(glob.glob(osp.join(folder, '*.distcp'))) == WORLD
@@ -557,7 +557,7 @@ def _runner_worker(rank, port, tmp):
     """Phase 1: FlexibleRunner trains 4 iterations (checkpoints at 2 and 4, validation at 2 and
     4, consolidated export at the end). Phase 2: a new runner resumes from iteration 2."""
     _init_env(rank, port)
-    import backbones.strategies  # noqa: F401
+    import engine.strategies  # noqa: F401
     out = {}
     runner = _runner(tmp, 1)
     runner.train()
@@ -580,7 +580,7 @@ def runner_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_flexible_runner_trains_validates_and_checkpoints(runner_run):
-    from backbones.strategies import is_sharded_checkpoint
+    from engine.checkpoints import is_sharded_checkpoint
     work = osp.join(runner_run['tmp'], 'work1')
     out = runner_run['out']
     assert out['optim_wrapper'] == 'OptimWrapper'  # AmpOptimWrapper replaced: FSDP2 does bf16
@@ -606,7 +606,7 @@ def test_flexible_runner_resume_and_consolidated_export(runner_run):
 def _resume_one_rank_worker(rank, tmp):
     """Resume the 2-rank checkpoint of iteration 2 on a single rank (no launcher)."""
     torch.set_num_threads(1)
-    from backbones.strategies import FSDP2Strategy
+    from engine.strategies import FSDP2Strategy
     strategy = FSDP2Strategy(work_dir=osp.join(tmp, 'work_one'),
                              env_kwargs=dict(launcher='none', randomness=dict(seed=0)))
     _prepare(strategy, seed=3)
@@ -661,7 +661,7 @@ def _fsdp1_cpu_worker(rank, tmp):
     import torch.distributed as dist
     from mmengine.registry import FUNCTIONS, STRATEGIES
 
-    import backbones.strategies as strategies
+    import engine.strategies as strategies
     os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1')
     dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)
     wrapped = []
@@ -705,7 +705,7 @@ def test_fsdp1_piece_reaches_fsdp_wrapping_on_the_cpu(tmp_path):
 def _dcp_folder(path):
     import torch.distributed.checkpoint as dcp
 
-    from backbones.strategies import EXTRA_FILE
+    from engine.checkpoints import EXTRA_FILE
     state = {'state_dict': {'w': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(3)}}
     dcp.save(state, checkpoint_id=str(path), no_dist=True)
     torch.save({'meta': {'iter': 2}}, osp.join(path, EXTRA_FILE))
@@ -713,7 +713,7 @@ def _dcp_folder(path):
 
 
 def test_sharded_folder_reads_through_the_allow_list(tmp_path):
-    from backbones.strategies import consolidate_checkpoint
+    from engine.checkpoints import consolidate_checkpoint
     state = _dcp_folder(tmp_path / 'ckpt')
     out = consolidate_checkpoint(str(tmp_path / 'ckpt'), str(tmp_path / 'out.pth'))
     assert out['meta']['iter'] == 2
@@ -726,7 +726,7 @@ def test_crafted_dcp_metadata_is_refused_before_it_runs(tmp_path, payload):
     """torch's reader would ``pickle.load`` the .metadata; ours names the file and the global."""
     import pickle
 
-    from backbones.strategies import consolidate_checkpoint
+    from engine.checkpoints import consolidate_checkpoint
 
     from . import _toy
     folder = tmp_path / 'ckpt'
@@ -745,7 +745,7 @@ def test_pickled_entries_in_a_sharded_folder_are_refused(tmp_path):
 
     import torch.distributed.checkpoint as dcp
 
-    from backbones.strategies import EXTRA_FILE, consolidate_checkpoint
+    from engine.checkpoints import EXTRA_FILE, consolidate_checkpoint
     folder = tmp_path / 'ckpt'
     dcp.save({'state_dict': {'w': torch.ones(2), 'note': {'any': 'object'}}},
              checkpoint_id=str(folder), no_dist=True)

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from backbones import InternViT
-from backbones.layer_decay import (InternViTLayerDecayOptimizerConstructor, build_param_groups,
+from engine.optimizers.layer_decay import (InternViTLayerDecayOptimizerConstructor, build_param_groups,
                                    get_layer_id, norm_param_names)
 
 TINY = dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0, norm_type='rms_norm',

@@ -7,8 +7,8 @@ import torch
 from mmengine.fileio import get_file_backend
 from mmengine.logging import MessageHub
 
-from backbones.engine import (AtomicLocalBackend, NonFiniteLossHook, atomic_write,
-                              atomic_write_bytes)
+from engine.checkpoints.atomic import AtomicLocalBackend, atomic_write, atomic_write_bytes
+from engine.hooks import NonFiniteLossHook
 
 
 def test_atomic_backend_is_selected_and_writes(tmp_path):

@@ -24,7 +24,7 @@ tiny ``Runner`` run (``pickletools``) shows where each extra global comes from:
 
 Two complementary fixes:
 
-* Saving: :class:`SafeCheckpointStateHook` (``before_save_checkpoint``) rewrites the state before
+* Saving: :class:`~engine.hooks.SafeCheckpointStateHook` (``before_save_checkpoint``) rewrites the state before
   it is written: each ``HistoryBuffer`` becomes a plain dict of two tensors and ``max_length``,
   numpy scalars become Python numbers, other numpy arrays become lists. The result needs no
   allow-listed global at all. ``after_load_checkpoint`` (and our loader) turn the dicts back into
@@ -53,24 +53,24 @@ from typing import Any, Callable, List
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.registry import HOOKS
 
-from .checkpoint import CheckpointError
+from backbones.checkpoint import CheckpointError
 
 __all__ = ['register_mmengine_safe_globals', 'patch_mmengine_checkpoint_loading',
            'make_checkpoint_weights_only_safe', 'restore_history_buffers',
            'load_from_local_weights_only', 'load_from_http_weights_only',
-           'resave_weights_only_safe', 'SafeCheckpointStateHook']
+           'resave_weights_only_safe']
+
 
 # Marks the plain-dict form of a HistoryBuffer inside ``message_hub.log_scalars``.
 _HISTORY_BUFFER_TYPE = 'mmengine.HistoryBuffer'
+
+
 # The statistics HistoryBuffer registers for itself (``_set_default_statistics``).
 _DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
-# --------------------------------------------------------------------------- allow-list
 def _history_buffer_statistic(owner: Any, name: str) -> Callable:
     """Restricted stand-in for ``builtins.getattr`` while unpickling.
 
@@ -126,7 +126,6 @@ def register_mmengine_safe_globals() -> List[Any]:
     return safe
 
 
-# --------------------------------------------------------------------------- saving
 def _tensor_or_list(arr: np.ndarray):
     if arr.dtype.kind in 'biufc':
         try:
@@ -204,27 +203,6 @@ def restore_history_buffers(checkpoint: Any) -> Any:
     return checkpoint
 
 
-@HOOKS.register_module()
-class SafeCheckpointStateHook(Hook):
-    """Keep the checkpoints a ``Runner`` saves loadable with ``torch.load(weights_only=True)``.
-
-    ``before_save_checkpoint`` applies :func:`make_checkpoint_weights_only_safe` to the state
-    about to be written; ``after_load_checkpoint`` applies :func:`restore_history_buffers` before
-    the runner resumes its ``MessageHub``. Runs last (priority ``LOWEST``) so that the state other
-    hooks add is covered. ``tools/train.py`` adds it to every run; add it to ``custom_hooks`` when
-    building a ``Runner`` yourself.
-    """
-
-    priority = 'LOWEST'
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        make_checkpoint_weights_only_safe(checkpoint)
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        restore_history_buffers(checkpoint)
-
-
-# --------------------------------------------------------------------------- loading
 def _refused(source: str, err: pickle.UnpicklingError) -> CheckpointError:
     # torch wraps the unpickler's reason in advice about weights_only=False: keep the reason.
     text = str(err).split('WeightsUnpickler error:', 1)[-1]
@@ -236,7 +214,7 @@ def _refused(source: str, err: pickle.UnpicklingError) -> CheckpointError:
         f'Refused to load checkpoint {source}: its pickle needs something outside the '
         f'weights-only set ({detail}). Unpickling it could run code from the file, so it is not '
         f'loaded. If you trust its source, rewrite it once and use the copy: a training '
-        f'checkpoint with `python -c "from backbones.safe_load import resave_weights_only_safe; '
+        f'checkpoint with `python -c "from engine.checkpoints.safe_load import resave_weights_only_safe; '
         f'resave_weights_only_safe(\'{source}\', \'OUT.pth\', trust_pickle=True)"`, backbone '
         f'weights with `python tools/model_converters/internvit2mmseg.py {source} '
         f'OUT.safetensors --trust-pickle`.')
@@ -304,7 +282,6 @@ def patch_mmengine_checkpoint_loading() -> None:
                                      loader=load_from_http_weights_only, force=True)
 
 
-# --------------------------------------------------------------------------- rewriting
 def resave_weights_only_safe(src: str, dst: str, trust_pickle: bool = False) -> dict:
     """Rewrite the training checkpoint ``src`` as ``dst`` in the weights-only-safe form.
 
@@ -330,5 +307,3 @@ def resave_weights_only_safe(src: str, dst: str, trust_pickle: bool = False) -> 
             os.remove(tmp)
         raise
     return checkpoint
-
-

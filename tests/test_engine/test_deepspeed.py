@@ -32,7 +32,7 @@ def _init_env(rank: int, port: int) -> None:
 def _strategy(stage: int, work_dir: str):
     from mmengine.registry import STRATEGIES
 
-    import backbones.strategies  # noqa: F401
+    import engine.strategies  # noqa: F401
     cfg = Config.fromfile(osp.join(STRATEGY_DIR, f'deepspeed_zero{stage}.py')).strategy.to_dict()
     cfg.update(work_dir=work_dir, env_kwargs=dict(
         launcher='pytorch', dist_cfg=dict(backend='nccl'),  # becomes gloo without CUDA
@@ -194,8 +194,8 @@ def test_consolidated_export_loads_in_one_process(zero_run):
 
 
 def test_offline_consolidation_matches_live_export(zero_run):
-    from backbones.engine import is_complete_checkpoint
-    from backbones.strategies import consolidate_checkpoint, is_deepspeed_checkpoint
+    from engine.checkpoints import is_complete_checkpoint
+    from engine.checkpoints import consolidate_checkpoint, is_deepspeed_checkpoint
     folder = osp.join(zero_run['tmp'], 'work1', 'ckpt_4.pth')
     assert is_deepspeed_checkpoint(folder) and is_complete_checkpoint(folder)
     out = consolidate_checkpoint(folder, osp.join(zero_run['tmp'], 'offline.pth'))

@@ -1,0 +1,4 @@
+"""Optimizer-wrapper constructors."""
+from .layer_decay import InternViTLayerDecayOptimizerConstructor
+
+__all__ = ['InternViTLayerDecayOptimizerConstructor']
