@@ -29,6 +29,7 @@ import re
 from typing import Dict, List, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .pos_embed import resample_abs_pos_embed
 
@@ -44,6 +45,75 @@ _IGNORED = re.compile(r'^(head\.|fc_norm\.|norm\.|attn_pool\.|layernorm\.|pooler
                       r'embeddings\.mask_token$|clip_projector)')
 
 
+# --------------------------------------------------------------------------- reading
+# Names that make a pickle run code (or reach what does) when it is loaded: the refusal of a file
+# that names one says so plainly. Python 2 names are included: pickle protocol 2 writes
+# ``subprocess`` as ``commands`` and ``builtins`` as ``__builtin__``.
+_CODE_MODULES = ('os', 'posix', 'nt', 'subprocess', 'commands', 'sys', 'builtins', '__builtin__',
+                 'importlib', 'runpy', 'pty', 'shutil', 'socket', 'ctypes', 'code', 'pickle',
+                 'marshal', 'types', 'webbrowser', 'multiprocessing', 'asyncio')
+_CODE_BUILTINS = ('eval', 'exec', 'compile', '__import__', 'getattr', 'setattr', 'delattr',
+                  'open', 'input', 'breakpoint', 'globals', 'locals', 'vars')
+
+
+def refused_global(err: BaseException) -> str:
+    """What a weights-only unpickler refused, from its error text: ``'the global posix.system
+    (a code-execution primitive: unpickling it would run code)'``, or the reason itself."""
+    text = str(err)
+    m = re.search(r'GLOBAL (\S+?) (?:was not an allowed global|whose module \S+ is blocked)',
+                  text)
+    if not m:
+        lines = [line.strip() for line in text.split('WeightsUnpickler error:', 1)[-1]
+                 .splitlines() if line.strip() and not line.strip().startswith(
+                     ('Weights only load failed', 'Check the documentation', '(1) ', '(2) '))]
+        return lines[0].split(' Please use ')[0] if lines else type(err).__name__
+    name = m.group(1)
+    module, _, attr = name.rpartition('.')
+    if module in ('', '__builtin__'):
+        module = 'builtins'
+    if module == 'commands':
+        module = 'subprocess'
+    shown = f'{module}.{attr}'
+    if module.split('.')[0] in _CODE_MODULES and (module != 'builtins' or attr in _CODE_BUILTINS):
+        return (f'the global {shown}, a code-execution primitive: unpickling it would run code '
+                f'from the file')
+    return f'the global {shown}, which is not a tensor, container or allowed type'
+
+
+def describe_unreadable(path: str, err: BaseException, kind: str = 'torch') -> str:
+    """Why ``path`` could not be read as a ``kind`` ('torch' or 'safetensors') file, naming it:
+    empty, truncated, a Git LFS pointer or a web page instead of the weights, another format."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, 'rb') as f:
+            head = f.read(64)
+    except OSError as e:
+        return f'{path} cannot be read ({e})'
+    if osp.isdir(path):
+        return f'{path} is a directory, not a {kind} file'
+    if size == 0:
+        return f'{path} is empty (0 bytes): a {kind} file that was never written or cut to nothing'
+    if head.startswith(b'version https://git-lfs'):
+        return (f'{path} is a Git LFS pointer ({size} bytes), not the weights: fetch them with '
+                f'`git lfs pull`')
+    if head.lstrip()[:1] == b'<' or head.lstrip()[:15].lower().startswith(b'<!doctype'):
+        return f'{path} holds HTML or XML ({size} bytes), not weights: a failed download?'
+    if kind == 'torch' and head.startswith(b'PK'):
+        return (f'{path} is truncated or corrupt: a torch zip archive ({size} bytes) whose '
+                f'directory is missing or damaged (an interrupted save or copy?) ({err})')
+    if kind == 'torch' and len(head) > 8 and head[8:9] == b'{' and b'"' in head[8:]:
+        return (f'{path} looks like a safetensors file, not a torch pickle: name it '
+                f'*.safetensors')
+    if kind == 'safetensors':
+        if head.startswith(b'PK') or head[:1] == b'\x80':
+            return (f'{path} is a torch (pickle) file, not safetensors: name it *.pth or '
+                    f'*.bin')
+        return (f'{path} is truncated or not a safetensors file ({size} bytes; '
+                f'{type(err).__name__}: {err})')
+    return (f'{path} is not a torch checkpoint, or is corrupt ({size} bytes; '
+            f'{type(err).__name__}: {err})')
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not match the model."""
 
@@ -53,39 +123,79 @@ def _log(msg: str, level: int = logging.INFO) -> None:
     print_log(msg, logger='current', level=level)
 
 
-# --------------------------------------------------------------------------- reading
 def torch_load_safe(path: str, map_location='cpu'):
-    """``torch.load(weights_only=True)`` with an error that says what was refused and why."""
+    """``torch.load(weights_only=True)`` with an error that names the file and says what was
+    refused and why (a pickle that would run code), or that the file is empty, truncated or
+    of another kind."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = refused_global(e)
+        if not detail.startswith('the global'):
+            raise CheckpointError(describe_unreadable(path, e)) from None
         raise CheckpointError(
-            f'Refused to load {path}: it is a pickle that needs objects outside the safe '
-            f'weights-only set ({str(e).splitlines()[-1] if str(e) else e}). Loading it would '
-            f'run code from the file. If you trust its source, convert it once with '
+            f'Refused to load {path}: its pickle names {detail}. Only tensors and plain '
+            f'containers are loaded (weights_only). If you trust its source, convert it once with '
             f'`python tools/model_converters/internvit2mmseg.py {path} OUT.safetensors '
-            f'--trust-pickle` and load OUT.safetensors instead.') from e
+            f'--trust-pickle` and load OUT.safetensors instead.') from None
+    except (EOFError, RuntimeError, KeyError, ValueError, IndexError, UnicodeDecodeError,
+            IsADirectoryError) as e:
+        raise CheckpointError(describe_unreadable(path, e)) from None
 
 
 def _read_safetensors(path: str) -> StateDict:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
-    return load_file(path, device='cpu')
+    try:
+        return load_file(path, device='cpu')
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(describe_unreadable(path, e, 'safetensors')) from None
 
 
 def _read_index(index_path: str) -> StateDict:
-    with open(index_path) as f:
-        weight_map = json.load(f).get('weight_map')
-    if not weight_map:
-        raise CheckpointError(f'{index_path}: no "weight_map" in the index json')
-    folder = osp.dirname(index_path)
+    """The tensors of a sharded Hugging Face checkpoint: its index json's ``weight_map``
+    (tensor name -> shard file in the same folder). Shards outside the folder, and shards
+    whose tensors differ from what the map lists for them, are refused."""
+    try:
+        with open(index_path) as f:
+            index = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f'{index_path}: not a valid index json ({e})') from None
+    weight_map = index.get('weight_map') if isinstance(index, dict) else None
+    if not weight_map or not isinstance(weight_map, dict) or \
+            not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f'{index_path}: no "weight_map" of tensor names to shard files in '
+                              f'the index json')
+    folder = osp.dirname(osp.abspath(index_path))
     sd: StateDict = {}
     for shard in sorted(set(weight_map.values())):
-        shard_path = osp.join(folder, shard)
+        # By name (Hugging Face cache folders hold symlinks into ../../blobs, which is fine).
+        shard_path = osp.normpath(osp.join(folder, shard))
+        if osp.isabs(shard) or not shard_path.startswith(folder + os.sep):
+            raise CheckpointError(f'{index_path}: shard {shard!r} lies outside the folder of '
+                                  f'the index; refusing to read it')
         if not osp.isfile(shard_path):
             raise CheckpointError(f'{index_path}: shard {shard} is missing')
-        sd.update(_read_safetensors(shard_path) if shard.endswith('.safetensors')
-                  else torch_load_safe(shard_path))
+        part = _read_safetensors(shard_path) if shard.endswith('.safetensors') \
+            else torch_load_safe(shard_path)
+        listed = {k for k, v in weight_map.items() if v == shard}
+        extra = sorted(set(part) - listed)
+        absent = sorted(listed - set(part))
+        if extra or absent:
+            raise CheckpointError(
+                f'{index_path}: shard {shard} does not hold what the weight_map lists for it '
+                f'(not listed: {extra[:5]}{" ..." if len(extra) > 5 else ""}; listed but '
+                f'absent: {absent[:5]}{" ..." if len(absent) > 5 else ""})')
+        sd.update(part)
     return sd
+
+
+def _check_finite(sd: StateDict, path: str) -> None:
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f'{path}: {len(bad)} tensors hold NaN or Inf ({", ".join(bad[:5])}'
+                              f'{" ..." if len(bad) > 5 else ""}): these weights have diverged '
+                              f'or are corrupt; refusing to load them')
 
 
 def read_state_dict(path: str, trust_pickle: bool = False) -> StateDict:
@@ -93,6 +203,8 @@ def read_state_dict(path: str, trust_pickle: bool = False) -> StateDict:
     ``module`` / ``state_dict`` / ``model`` containers.
 
     ``trust_pickle=True`` (converter CLI only, on explicit request) allows a full unpickle.
+    Every failure is a :class:`CheckpointError` naming the file: unreadable (empty, truncated,
+    another format), a refused pickle (naming the global), no tensors, NaN or Inf values.
     """
     path = os.fspath(path)
     if not osp.exists(path):
@@ -105,11 +217,15 @@ def read_state_dict(path: str, trust_pickle: bool = False) -> StateDict:
         raise CheckpointError(f'{path}: directory holds no model.safetensors(.index.json) or '
                               f'pytorch_model.bin(.index.json)')
     if path.endswith('.index.json'):
-        return _read_index(path)
-    if path.endswith('.safetensors'):
+        obj = _read_index(path)
+    elif path.endswith('.safetensors'):
         obj = _read_safetensors(path)
     elif trust_pickle:
-        obj = torch.load(path, map_location='cpu', weights_only=False)
+        try:
+            obj = torch.load(path, map_location='cpu', weights_only=False)
+        except (EOFError, RuntimeError, KeyError, ValueError, IndexError,
+                pickle.UnpicklingError) as e:
+            raise CheckpointError(describe_unreadable(path, e)) from None
     else:
         obj = torch_load_safe(path)
     while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -124,7 +240,11 @@ def read_state_dict(path: str, trust_pickle: bool = False) -> StateDict:
     for key in ('module', 'state_dict', 'model'):
         if isinstance(obj.get(key), dict):  # tensors next to a wrapped state dict
             obj = obj[key]
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError(f'{path}: holds no tensors (keys: {list(obj)[:5]})')
+    _check_finite(sd, path)
+    return sd
 
 
 # --------------------------------------------------------------------------- conversion
@@ -225,25 +345,46 @@ def convert_to_internvit(sd: StateDict) -> Tuple[StateDict, str, List[str]]:
 
 
 # --------------------------------------------------------------------------- loading
+def resize_patch_kernel(weight: torch.Tensor, size: Tuple[int, int],
+                        mode: str = 'bicubic') -> torch.Tensor:
+    """Resize a (C_out, C_in, k, k) patch-embedding kernel to ``size``.
+
+    ``'bicubic'``: plain ``F.interpolate`` (bicubic, align_corners=False, no rescaling), what
+    the InternVL adapter and detection references do when 14 px weights meet a 16 px stem.
+    ``'pinv'``: timm's ``resample_patch_embed`` (pseudo-inverse; keeps the patch tokens of a
+    resized image), for other weights.
+    """
+    if mode == 'bicubic':
+        return F.interpolate(weight.float(), size=tuple(size), mode='bicubic',
+                             align_corners=False).to(weight.dtype)
+    from timm.layers import resample_patch_embed
+    return resample_patch_embed(weight.float(), list(size)).to(weight.dtype)
+
+
 def _resample_to_model(model, sd: StateDict) -> None:
-    """Resample position embeddings and the patch stem where the checkpoint's grid or patch
-    size differs from the model's (what the reference does for 448px weights at 224, or patch 14
-    weights in a patch-16 adapter)."""
+    """Fit the checkpoint to the model where the reference resizes on load: position
+    embeddings of another grid are resampled once to the model's crop grid (``pos_grid``), a
+    patch kernel of another size is resized (``model.patch_embed_resize``), and the cls token
+    of a model without one is dropped."""
     pe = sd.get('pos_embed')
     if pe is not None and pe.shape != model.pos_embed.shape and pe.ndim == 3 \
             and pe.shape[-1] == model.pos_embed.shape[-1]:
         old = int(round((pe.shape[1] - 1) ** 0.5))
         if old * old == pe.shape[1] - 1:
-            _log(f'resampling pos_embed from a {old}x{old} grid to {model.pretrain_grid}',
-                 logging.WARNING)
-            sd['pos_embed'] = resample_abs_pos_embed(pe, model.pretrain_grid, (old, old))
+            _log(f'resampling pos_embed from a {old}x{old} grid to the {model.pos_grid[0]}x'
+                 f'{model.pos_grid[1]} grid of img_size {model.img_size}')
+            sd['pos_embed'] = resample_abs_pos_embed(pe, model.pos_grid, (old, old))
     w = sd.get('patch_embed.proj.weight')
     target = model.patch_embed.proj.weight
     if w is not None and w.shape[:2] == target.shape[:2] and w.shape[2:] != target.shape[2:]:
-        from timm.layers import resample_patch_embed
-        _log(f'resampling patch_embed from {tuple(w.shape[2:])} to {tuple(target.shape[2:])}',
-             logging.WARNING)
-        sd['patch_embed.proj.weight'] = resample_patch_embed(w.float(), list(target.shape[2:]))
+        _log(f'resizing the patch_embed kernel from {tuple(w.shape[2:])} to '
+             f'{tuple(target.shape[2:])} ({model.patch_embed_resize})')
+        sd['patch_embed.proj.weight'] = resize_patch_kernel(w, tuple(target.shape[2:]),
+                                                            model.patch_embed_resize)
+    if getattr(model, 'cls_token', None) is None and 'cls_token' in sd:
+        sd.pop('cls_token')
+        _log('dropped the checkpoint\'s cls_token: this model runs without one '
+             '(with_cls_token=False)')
 
 
 def check_state_dict(model_sd: Dict[str, torch.Tensor], sd: StateDict, source: str,
@@ -276,3 +417,100 @@ def load_pretrained(model, path: str, strict: bool = True) -> Tuple[str, List[st
     _log(f'loaded {len(sd)} tensors from {path} (layout: {layout}'
          f'{f", dropped {len(dropped)} non-backbone keys" if dropped else ""})')
     return layout, dropped
+
+
+# --------------------------------------------------------------------------- full checkpoints
+# Task parts of a whole segmentor / detector checkpoint (the reference's released files, ours).
+HEAD_PREFIXES = ('decode_head.', 'auxiliary_head.', 'neck.', 'rpn_head.', 'roi_head.')
+
+
+def _strip_module(sd: StateDict) -> StateDict:
+    """Drop a ``module.`` prefix (DDP / DeepSpeed) carried by every key."""
+    while sd and all(k.startswith('module.') for k in sd):
+        sd = {k[len('module.'):]: v for k, v in sd.items()}
+    return sd
+
+
+def is_full_checkpoint(sd: StateDict) -> bool:
+    """Whether ``sd`` is a whole segmentor / detector (``backbone.*`` plus heads, or heads
+    only), not backbone weights."""
+    sd = _strip_module(sd)
+    return any(k.startswith(HEAD_PREFIXES) or k.startswith(('backbone.up1.', 'backbone.up2.'))
+               for k in sd)
+
+
+def _is_linear_reference_head(sd: StateDict) -> bool:
+    # The reference's linear head is its FCNHead with num_convs=0 and with_norm=True: a
+    # BatchNorm named `norm`, then `conv_seg`; ours (InternViTLinearHead) names the norm `bn`.
+    return 'decode_head.norm.weight' in sd and 'decode_head.conv_seg.weight' in sd and \
+        not any(k.startswith(('decode_head.psp_modules.', 'decode_head.convs.')) for k in sd)
+
+
+def convert_reference_checkpoint(sd: StateDict) -> Tuple[StateDict, dict]:
+    """Convert a whole InternVL reference checkpoint to the names of our configs' models.
+
+    ``sd`` is a state dict as released (bare, or already unwrapped from ``module`` /
+    ``state_dict``; a ``module.`` key prefix is removed). Layouts, detected by their keys:
+
+    * segmentation, plain ViT (InternVL ``segmentation/``, InternVL-MMDetSeg ``mmsegmentation/``):
+      ``backbone.{patch_embed, cls_token, pos_embed, blocks.N}`` (our InternViT names already),
+      the pyramid inside the backbone as ``backbone.up1.{0,1,3}`` / ``backbone.up2.0`` (our
+      ``neck.stages.0.*`` / ``neck.stages.1.*``), ``decode_head.*`` (mmseg's UPerHead names, or
+      the linear head's ``decode_head.norm.*``, our ``decode_head.bn.*``), ``auxiliary_head.*``;
+    * detection, plain ViT (InternVL-MMDetSeg ``mmdetection/``, PIIP): the same backbone and
+      pyramid, FPN as ``neck.*`` (our neck is ``[SimpleFeaturePyramid, FPN]``: ``neck.0.stages.*``
+      and ``neck.1.*``), ``rpn_head.*``, ``roi_head.*`` unchanged;
+    * ViT-Adapter (segmentation or detection): ``backbone.*`` are our ``InternViTAdapter``'s
+      names, the heads are unchanged.
+
+    Our own checkpoints of the same models pass through unchanged. Tensors keep their dtype
+    (the releases are 16-bit; loading casts them to the model's).
+
+    Returns:
+        tuple[dict, dict]: the converted state dict, and what was found: ``layout``
+        (``'segmentation'``, ``'detection'``, ``'adapter_segmentation'``,
+        ``'adapter_detection'``), ``head`` (``'uper'``, ``'linear'``, ``'mask_rcnn'``),
+        ``num_classes``, ``num_blocks`` (None when the file holds no ViT blocks, as the
+        released frozen-backbone files), ``pos_grid`` (side of the ``pos_embed`` grid, or None).
+    """
+    sd = _strip_module(dict(sd))
+    if not is_full_checkpoint(sd):
+        raise CheckpointError(f'not a segmentor / detector checkpoint: no key starts with '
+                              f'{", ".join(HEAD_PREFIXES)} (first keys: {list(sd)[:5]}); '
+                              f'backbone weights convert with convert_to_internvit')
+    detection = any(k.startswith(('rpn_head.', 'roi_head.')) for k in sd)
+    adapter = any(k.startswith(('backbone.interactions.', 'backbone.spm.', 'backbone.level_embed'))
+                  for k in sd)
+    pyramid_in_backbone = any(k.startswith(('backbone.up1.', 'backbone.up2.')) for k in sd)
+    pyramid = 'neck.0.stages.' if detection else 'neck.stages.'
+    linear = _is_linear_reference_head(sd)
+    out = {}
+    for key, value in sd.items():
+        new = key
+        if not adapter and key.startswith('backbone.up1.'):
+            new = pyramid + '0.' + key[len('backbone.up1.'):]
+        elif not adapter and key.startswith('backbone.up2.'):
+            new = pyramid + '1.' + key[len('backbone.up2.'):]
+        elif detection and pyramid_in_backbone and key.startswith('neck.'):
+            new = 'neck.1.' + key[len('neck.'):]
+        elif linear and key.startswith('decode_head.norm.'):
+            new = 'decode_head.bn.' + key[len('decode_head.norm.'):]
+        if new in out:
+            raise CheckpointError(f'{key} and another key both map to {new}')
+        out[new] = value
+    blocks = {int(m.group(1)) for k in out for m in [re.match(r'^backbone\.blocks\.(\d+)\.', k)]
+              if m}
+    pe = out.get('backbone.pos_embed')
+    grid = int(round((pe.shape[1] - 1) ** 0.5)) if pe is not None and pe.ndim == 3 else None
+    cls_w = out.get('decode_head.conv_seg.weight', out.get('roi_head.bbox_head.fc_cls.weight'))
+    num_classes = None
+    if cls_w is not None:
+        num_classes = int(cls_w.shape[0]) - (1 if detection else 0)  # mmdet adds background
+    info = dict(
+        layout=('adapter_' if adapter else '') + ('detection' if detection else 'segmentation'),
+        head='mask_rcnn' if detection else ('linear' if linear or 'decode_head.bn.weight' in out
+                                            else 'uper'),
+        num_classes=num_classes,
+        num_blocks=max(blocks) + 1 if blocks else None,
+        pos_grid=grid)
+    return out, info

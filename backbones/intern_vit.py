@@ -33,6 +33,7 @@ ARCH_PRESETS: Dict[str, dict] = {
                  norm_type='layer_norm', qk_norm=False, qkv_bias=True, layer_scale_init=0.1),
 }
 PRESET_PRETRAIN_SIZE = {'6b': 224, '6b-448px': 448, '300m': 448}
+PATCH_EMBED_RESIZE = ('bicubic', 'pinv')
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -64,12 +65,18 @@ class InternViT(BaseModule):
             448px releases), ``'300m'``, or a dict with exactly the keys ``embed_dims,
             num_layers, num_heads, mlp_ratio, norm_type ('rms_norm'|'layer_norm'), qk_norm,
             qkv_bias, layer_scale_init (float or None)``.
-        img_size (int | tuple[int, int]): Nominal training crop; only used for bookkeeping,
+        img_size (int | tuple[int, int]): Training crop. ``pos_embed`` is a parameter at its
+            token grid ``img_size // patch_size`` (as in mmseg's ViT and the InternVL
+            reference: 504 / 14 = 36, 1 + 36 * 36 tokens); pretrained weights of another grid
+            are resampled (bicubic) once when loaded, inputs of another size at run time, so
             any input size is accepted.
-        patch_size (int): Patch size of the stem (14 for every published weight).
-        pretrain_size (int, optional): Image size the position embeddings were trained at; the
-            embeddings are resampled (bicubic) from this grid to each input's grid. Defaults to
-            the preset's release size, or ``img_size`` for a custom arch.
+        patch_size (int): Patch size of the stem (14 for every published weight; 16 in the
+            adapter and detection recipes, whose 14 x 14 pretrained kernel is resized on load,
+            see ``patch_embed_resize``).
+        pretrain_size (int, optional): Image size of the pretrained weights (224 or 448 for the
+            releases); informative only, since the grid of a checkpoint's ``pos_embed`` is read
+            from its token count. Defaults to the preset's release size, or ``img_size`` for a
+            custom arch.
         out_indices (Sequence[int] | int): Blocks (0-based; negative counts from the end) whose
             outputs are returned.
         drop_path_rate (float): Stochastic depth, linearly increasing over the blocks.
@@ -90,6 +97,18 @@ class InternViT(BaseModule):
             attention everywhere.
         global_indices (Sequence[int]): Blocks that keep global attention when ``window_size``
             is set (e.g. the last block of each quarter).
+        window_pad_mask (bool): Mask the zero tokens that pad the grid to a multiple of the
+            window (default). False: they take part in the softmax unmasked, as in the
+            InternVL-MMDetSeg detection backbone.
+        with_cls_token (bool): Prepend the cls token (default, as in pretraining). False: the
+            blocks see patch tokens only, as the InternVL adapter and detection backbones do;
+            ``pos_embed`` keeps its cls slot (unused) so that checkpoints keep their layout, and
+            a checkpoint's ``cls_token`` is dropped on load.
+        patch_embed_resize (str): How a checkpoint's patch kernel of another size is resized on
+            load: ``'bicubic'`` (default; plain ``F.interpolate``, bicubic, align_corners=False,
+            no rescaling, as the InternVL references do for 14 px weights in a 16 px stem) or
+            ``'pinv'`` (timm's ``resample_patch_embed``, which preserves the patch tokens of a
+            resized image).
         in_channels (int): Input channels.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` with PATH in any
             supported layout (see ``backbones.checkpoint``); add ``strict=False`` to only warn
@@ -116,6 +135,9 @@ class InternViT(BaseModule):
                  pos_embed_antialias: bool = False,
                  window_size: Optional[int] = None,
                  global_indices: Sequence[int] = (),
+                 window_pad_mask: bool = True,
+                 with_cls_token: bool = True,
+                 patch_embed_resize: str = 'bicubic',
                  in_channels: int = 3,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=None)
@@ -136,7 +158,13 @@ class InternViT(BaseModule):
             pretrain_size = PRESET_PRETRAIN_SIZE.get(arch, self.img_size[0]) \
                 if isinstance(arch, str) else self.img_size[0]
         self.pretrain_size = pretrain_size
-        self.pretrain_grid = (pretrain_size // patch_size, pretrain_size // patch_size)
+        self.pos_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        if patch_embed_resize not in PATCH_EMBED_RESIZE:
+            raise ValueError(f'patch_embed_resize must be one of {PATCH_EMBED_RESIZE}, got '
+                             f'{patch_embed_resize!r}')
+        self.patch_embed_resize = patch_embed_resize
+        self.with_cls_token = with_cls_token
+        self.num_prefix_tokens = 1 if with_cls_token else 0
 
         if isinstance(out_indices, int):
             out_indices = [out_indices]
@@ -154,15 +182,18 @@ class InternViT(BaseModule):
         self.pos_embed_antialias = pos_embed_antialias
 
         self.patch_embed = PatchEmbed(patch_size, in_channels, self.embed_dims)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + 1
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims)) \
+            if with_cls_token else None
+        # 1 + h*w tokens at the crop grid; the first (cls) slot also without a cls token, so
+        # that checkpoints keep their layout.
+        num_pos = self.pos_grid[0] * self.pos_grid[1] + 1
         self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, self.embed_dims))
         dpr = [drop_path_rate * i / max(self.num_layers - 1, 1) for i in range(self.num_layers)]
         self.blocks = nn.ModuleList([
             Block(self.embed_dims, a['num_heads'], a['mlp_ratio'], qkv_bias=a['qkv_bias'],
                   qk_norm=a['qk_norm'], norm_type=a['norm_type'],
                   layer_scale_init=a['layer_scale_init'], drop_path=dpr[i],
-                  attn_impl=attn_impl, norm_eps=norm_eps,
+                  attn_impl=attn_impl, norm_eps=norm_eps, window_pad_mask=window_pad_mask,
                   window_size=None if (window_size is None or i in global_indices
                                        or i - self.num_layers in global_indices)
                   else window_size) for i in range(self.num_layers)
@@ -210,7 +241,8 @@ class InternViT(BaseModule):
             self._is_init = True
             return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -220,24 +252,28 @@ class InternViT(BaseModule):
 
     # ------------------------------------------------------------------ forward
     def get_pos_embed(self, hw: Tuple[int, int]) -> torch.Tensor:
-        """Position embeddings (1, 1 + h*w, C) for a token grid of size ``hw``."""
-        return resample_abs_pos_embed(self.pos_embed, hw, self.pretrain_grid,
-                                      antialias=self.pos_embed_antialias)
+        """Position embeddings (1, prefix + h*w, C) for a token grid of size ``hw``: the
+        parameter itself at the crop grid, else resampled (bicubic, in float32); the cls slot is
+        left out without a cls token."""
+        pos = resample_abs_pos_embed(self.pos_embed, hw, self.pos_grid,
+                                     antialias=self.pos_embed_antialias)
+        return pos if self.with_cls_token else pos[:, 1:]
 
     def prepare_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Patchify, prepend the cls token and add position embeddings: (B, 1 + h*w, C)."""
+        """Patchify, prepend the cls token (if any) and add position embeddings:
+        (B, prefix + h*w, C)."""
         if min(x.shape[-2:]) < self.patch_size:
             raise ValueError(f'input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the '
                              f'{self.patch_size}px patch; use crops of at least the patch size')
         dtype = self.patch_embed.proj.weight.dtype
         x, hw = self.patch_embed(x.to(dtype))
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return x + self.get_pos_embed(hw).to(x.dtype), hw
 
     def run_block(self, idx: int, x: torch.Tensor,
                   hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """Block ``idx`` on (B, 1 + h*w, C) tokens; ``hw`` is the token grid (for windows)."""
+        """Block ``idx`` on (B, prefix + h*w, C) tokens; ``hw`` is the token grid (windows)."""
         block = self.blocks[idx]
         # Also when the ViT itself is frozen (eval mode) but gradients flow through it to
         # something trainable after it, as in the adapter.
@@ -246,9 +282,9 @@ class InternViT(BaseModule):
         return block(x, hw)
 
     def tokens_to_map(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """(B, 1 + h*w, C) tokens -> float32 (B, C, h, w), cls token dropped."""
+        """(B, prefix + h*w, C) tokens -> float32 (B, C, h, w), cls token dropped."""
         B, _, C = x.shape
-        return x[:, 1:].transpose(1, 2).reshape(B, C, hw[0], hw[1]).float()
+        return x[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, C, hw[0], hw[1]).float()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x, hw = self.prepare_tokens(x)

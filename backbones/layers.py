@@ -212,18 +212,22 @@ class Block(nn.Module):
     """Pre-norm transformer block with LayerScale and stochastic depth.
 
     With ``window_size`` set, attention runs inside non-overlapping windows of
-    ``window_size x window_size`` tokens (ViTDet-style, for 1024 px detection inputs); padded
-    tokens are masked out. The cls token joins every window and takes the mean of its
-    per-window outputs, so a single window covering the grid is exactly global attention.
+    ``window_size x window_size`` tokens (for 1024 px detection inputs). The grid is zero padded
+    (after ``norm1``) to a multiple of the window; with ``window_pad_mask`` (default) the padded
+    tokens are masked out, without it they take part in the softmax unmasked, as in the
+    InternVL-MMDetSeg detection backbone. A cls token, if the sequence has one, joins every
+    window and takes the mean of its per-window outputs, so a single window covering the grid
+    is exactly global attention.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  qk_norm: bool = True, norm_type: str = 'rms_norm',
                  layer_scale_init: Optional[float] = 0.1, drop_path: float = 0.0,
                  attn_impl: str = 'auto', norm_eps: float = 1e-6,
-                 window_size: Optional[int] = None) -> None:
+                 window_size: Optional[int] = None, window_pad_mask: bool = True) -> None:
         super().__init__()
         self.window_size = window_size
+        self.window_pad_mask = window_pad_mask
         self.norm1 = build_norm(norm_type, dim, norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm,
                               norm_type=norm_type, attn_impl=attn_impl, norm_eps=norm_eps)
@@ -234,24 +238,29 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """x: (B, 1 + h*w, C) with the cls token first; ``hw`` is needed for windows."""
+        """x: (B, prefix + h*w, C), the cls token (if any) first; ``hw`` is needed for
+        windows."""
         y = self.norm1(x)
         y = self.window_attn(y, hw) if self.window_size and hw is not None else self.attn(y)
         x = x + self.drop_path(self.ls1(y))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
     def window_attn(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        B, _, C = x.shape
+        B, N, C = x.shape
         ws = self.window_size
-        windows, padded = window_partition(x[:, 1:], hw, ws)
+        prefix = N - hw[0] * hw[1]  # 1 with a cls token, 0 without
+        windows, padded = window_partition(x[:, prefix:], hw, ws)
         n_win = windows.shape[0] // B
-        seq = torch.cat([x[:, :1].repeat_interleave(n_win, dim=0), windows], dim=1)
+        seq = torch.cat([x[:, :prefix].repeat_interleave(n_win, dim=0), windows], dim=1)
         mask = None
-        if padded != tuple(hw):
+        if padded != tuple(hw) and self.window_pad_mask:
             valid = torch.ones(1, hw[0] * hw[1], 1, device=x.device)
             valid = window_partition(valid, hw, ws)[0][..., 0] > 0  # (nW, ws*ws)
-            valid = torch.cat([valid.new_ones(n_win, 1), valid], dim=1).repeat(B, 1)
+            valid = torch.cat([valid.new_ones(n_win, prefix), valid], dim=1).repeat(B, 1)
             mask = valid[:, None, None, :]
         out = self.attn(seq, attn_mask=mask)
-        cls = out[:, :1].reshape(B, n_win, 1, C).mean(dim=1)
-        return torch.cat([cls, window_unpartition(out[:, 1:], hw, padded, ws)], dim=1)
+        tokens = window_unpartition(out[:, prefix:], hw, padded, ws)
+        if not prefix:
+            return tokens
+        cls = out[:, :prefix].reshape(B, n_win, prefix, C).mean(dim=1)
+        return torch.cat([cls, tokens], dim=1)

@@ -21,10 +21,28 @@ NORM_TYPES = ('BN', 'SyncBN', 'LN', 'GN')
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel dimension of an NCHW map."""
+    """LayerNorm over the channel dimension of an NCHW map, computed in float32 (as the
+    InternVL reference's channels-first LayerNorm), returned in the input dtype.
+
+    It normalises along dim 1 directly instead of permuting to channels-last and back: that
+    permutation leaves channels-last strides on the output and on every convolution after it,
+    and mmcv's ``RoIAlign`` reads its input as contiguous NCHW memory without checking, so the
+    box and mask heads would pool scrambled features.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        if x.dim() != 4 or x.shape[1] != self.normalized_shape[0]:
+            raise ValueError(f'LayerNorm2d({self.normalized_shape[0]}) expects (B, '
+                             f'{self.normalized_shape[0]}, H, W), got {tuple(x.shape)}')
+        xf = x.float()
+        mean = xf.mean(1, keepdim=True)
+        var = (xf - mean).pow(2).mean(1, keepdim=True)
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.float()[:, None, None]
+        if self.bias is not None:
+            y = y + self.bias.float()[:, None, None]
+        return y.to(x.dtype)
 
 
 def build_norm_2d(norm_cfg: Optional[dict], num_channels: int) -> nn.Module:
@@ -124,6 +142,20 @@ class SimpleFeaturePyramid(BaseModule):
             ])
         else:
             self.projections = None
+
+    def init_weights(self) -> None:
+        """Without an ``init_cfg``: every (transposed) convolution N(0, sqrt(2 / fan_out)) with
+        fan_out = k_h * k_w * out_channels / groups and bias 0, as the InternVL reference
+        initialises its pyramid (the MSRA fill ViTDet uses too); norms at ones / zeros."""
+        super().init_weights()
+        if self.init_cfg is not None:
+            return
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     @staticmethod
     def _make_stage(k: int, channels: int, norm_cfg: dict) -> nn.Module:

@@ -38,8 +38,12 @@ _OUTER_PREFIXES = ('module.', 'backbone.')
 _WRAPPER_SEGMENTS = ('_fsdp_wrapped_module.', '_checkpoint_wrapped_module.')
 _STEM = ('patch_embed.', 'cls_token', 'pos_embed')
 _BLOCK = re.compile(r'^blocks\.(\d+)\.')
-# Names (suffixes) that never get weight decay, whatever their shape.
+# Names (suffixes) that never get weight decay, whatever their shape (our default).
 NO_DECAY_SUFFIXES = ('pos_embed', 'cls_token', 'level_embed', '.gamma', '.bias')
+# What the InternVL / PIIP reference constructors effectively exempt by name: only biases.
+# (They also list 'pos_embed' and 'cls_token', but compare them with the full names, which
+# carry the 'backbone.' prefix, so those never match and both embeddings decay.)
+REFERENCE_NO_DECAY_SUFFIXES = ('.bias', )
 _NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -83,14 +87,16 @@ def get_layer_id(param_name: str, num_layers: int) -> int:
 
 
 def is_no_decay(param_name: str, param: torch.Tensor, extra_keys: Sequence[str] = (),
-                no_decay_names: Optional[Collection[str]] = None) -> bool:
+                no_decay_names: Optional[Collection[str]] = None,
+                suffixes: Sequence[str] = NO_DECAY_SUFFIXES) -> bool:
     """Whether a parameter is excluded from weight decay.
 
-    Biases, ``pos_embed``, ``cls_token``, LayerScale ``gamma``, ``level_embed``, names containing
-    one of ``extra_keys``, and either every 1-D parameter (norm weights) or, when
-    ``no_decay_names`` is given, the parameters named there (see :func:`norm_param_names`).
+    Names ending in one of ``suffixes`` (default: biases, ``pos_embed``, ``cls_token``,
+    LayerScale ``gamma``, ``level_embed``), names containing one of ``extra_keys``, and either
+    every 1-D parameter (norm weights) or, when ``no_decay_names`` is given, the parameters
+    named there (see :func:`norm_param_names`).
     """
-    if param_name.endswith(NO_DECAY_SUFFIXES) or any(k in param_name for k in extra_keys):
+    if param_name.endswith(tuple(suffixes)) or any(k in param_name for k in extra_keys):
         return True
     if no_decay_names is not None:
         return param_name in no_decay_names
@@ -118,7 +124,8 @@ def build_param_groups(named_params: Iterable[Tuple[str, torch.Tensor]],
                        num_layers: int,
                        decay_rate: float,
                        no_decay_keys: Sequence[str] = (),
-                       no_decay_names: Optional[Collection[str]] = None) -> List[dict]:
+                       no_decay_names: Optional[Collection[str]] = None,
+                       no_decay_suffixes: Sequence[str] = NO_DECAY_SUFFIXES) -> List[dict]:
     """Optimizer parameter groups with layer-wise lr decay.
 
     Args:
@@ -132,6 +139,9 @@ def build_param_groups(named_params: Iterable[Tuple[str, torch.Tensor]],
         no_decay_keys (Sequence[str]): Extra name substrings without weight decay.
         no_decay_names (Collection[str], optional): Names without weight decay in place of the
             "every 1-D parameter" rule (needed once FSDP has flattened the parameters).
+        no_decay_suffixes (Sequence[str]): Name endings without weight decay, whatever the
+            shape; :data:`REFERENCE_NO_DECAY_SUFFIXES` (``('.bias',)``) is what the reference
+            recipes effectively used.
 
     Returns:
         list[dict]: One group per (layer, decay/no-decay) that has parameters, ordered by layer,
@@ -145,7 +155,7 @@ def build_param_groups(named_params: Iterable[Tuple[str, torch.Tensor]],
         if not param.requires_grad:
             continue
         layer_id = get_layer_id(name, num_layers)
-        no_decay = is_no_decay(name, param, no_decay_keys, no_decay_names)
+        no_decay = is_no_decay(name, param, no_decay_keys, no_decay_names, no_decay_suffixes)
         key = (layer_id, no_decay)
         if key not in groups:
             scale = decay_rate ** (num_layers + 1 - layer_id)
@@ -165,7 +175,12 @@ class InternViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
 
     * ``num_layers`` (int, required): depth of the backbone;
     * ``layer_decay_rate`` (float, required): per-layer decay, e.g. 0.95;
-    * ``no_decay_keys`` (list[str], optional): extra name substrings without weight decay.
+    * ``no_decay_keys`` (list[str], optional): extra name substrings without weight decay;
+    * ``no_decay_suffixes`` (list[str], optional): name endings without weight decay, whatever
+      their shape (default :data:`NO_DECAY_SUFFIXES`: biases, ``pos_embed``, ``cls_token``,
+      LayerScale ``gamma``, ``level_embed``). The reference recipes set ``['.bias']``
+      (:data:`REFERENCE_NO_DECAY_SUFFIXES`): their name exemption of ``pos_embed`` /
+      ``cls_token`` never matched, so those decay. 1-D parameters never decay either way.
 
     The base learning rate and weight decay are the optimizer's ``lr`` and ``weight_decay``.
     Works with a bare backbone or a segmentor/detector (``backbone.`` names) and with DDP
@@ -179,13 +194,15 @@ class InternViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if missing:
             raise ValueError(f'InternViTLayerDecayOptimizerConstructor: paramwise_cfg lacks '
                              f'{missing} (got {sorted(cfg)})')
-        unknown = sorted(set(cfg) - {'num_layers', 'layer_decay_rate', 'no_decay_keys'})
+        unknown = sorted(set(cfg) - {'num_layers', 'layer_decay_rate', 'no_decay_keys',
+                                     'no_decay_suffixes'})
         if unknown:
             raise ValueError(f'InternViTLayerDecayOptimizerConstructor: unknown paramwise_cfg '
                              f'keys {unknown}')
         self.num_layers = int(cfg['num_layers'])
         self.decay_rate = float(cfg['layer_decay_rate'])
         self.no_decay_keys = tuple(cfg.get('no_decay_keys', ()))
+        self.no_decay_suffixes = tuple(cfg.get('no_decay_suffixes', NO_DECAY_SUFFIXES))
         if self.base_lr is None:
             raise ValueError('the optimizer config needs an lr for layer-wise decay')
 
@@ -198,7 +215,8 @@ class InternViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             # Unflattened parameters: every 1-D one (norm weights of any kind, biases) as well.
             no_decay_names |= {n for n, p in named if p.ndim <= 1}
         groups = build_param_groups(named, self.base_lr, self.base_wd or 0.0, self.num_layers,
-                                    self.decay_rate, self.no_decay_keys, no_decay_names)
+                                    self.decay_rate, self.no_decay_keys, no_decay_names,
+                                    self.no_decay_suffixes)
         for g in groups:
             print_log(f"layer decay: {g['group_name']}: {len(g['params'])} params, "
                       f"lr_scale={g['lr_scale']:.4g}, weight_decay={g['weight_decay']}",

@@ -728,7 +728,7 @@ def test_crafted_dcp_metadata_is_refused_before_it_runs(tmp_path, payload):
 
     from engine.checkpoints import consolidate_checkpoint
 
-    from . import _toy
+    from tests.test_tools import _toy
     folder = tmp_path / 'ckpt'
     _dcp_folder(folder)
     marker = tmp_path / 'pwned'

@@ -22,9 +22,10 @@ SEG = osp.join(ROOT, 'configs', 'segmentation')
 # vit_adapter/ folders belong to the ViT-Adapter configs and have their own tests.
 CONFIGS = sorted(p for p in glob.glob(osp.join(SEG, '**', '*.py'), recursive=True)
                  if f'{osp.sep}vit_adapter{osp.sep}' not in p)
-# 6B: linear/head/full x (ADE20K, COCO-Stuff) + 5 few-shot = 11; 448px: 4 weights x 3 = 12;
+# 6B: linear/head/full x (ADE20K, COCO-Stuff) + 5 few-shot = 11; 448px: 4 weights x 3 x (ADE20K,
+# COCO-Stuff) = 24;
 # 300M: 3; the mmseg swap example: 1.
-NUM_CONFIGS = 27
+NUM_CONFIGS = 39
 
 
 def _rel(path):
@@ -140,26 +141,34 @@ RECIPE_CONFIGS = [_rel(p) for p in CONFIGS if 'segmentation/intern_vit' in p]
 
 @pytest.mark.parametrize('rel', RECIPE_CONFIGS)
 def test_common_recipe(rel):
-    """AdamW 4e-5 (0.9, 0.999), warmup 1500 from 1e-6, poly 1.0 to 0, slide 504/322,
-    checkpoint every 1000, bf16, 8 GPUs x 2 images, the 504 pipelines, with_cp."""
+    """AdamW 4e-5 (0.9, 0.999), poly 1.0 to 0 over the whole run times a warmup from 1e-6
+    (mmcv 1.x), slide 504/322, evaluation and checkpoint every 1000 keeping the best mIoU,
+    bf16, 8 GPUs x 2 images, the 504 pipelines, with_cp."""
     cfg = _load(rel)
     assert cfg.default_scope == 'mmseg'
-    assert cfg.custom_imports == dict(imports=['backbones', 'segmentation'],
+    assert cfg.custom_imports == dict(imports=['backbones', 'engine', 'segmentation'],
                                       allow_failed_imports=False)
     ow = cfg.optim_wrapper
     assert ow.type == 'AmpOptimWrapper' and ow.dtype == 'bfloat16'
     assert ow.optimizer.type == 'AdamW' and ow.optimizer.lr == 4e-5
     assert tuple(ow.optimizer.betas) == (0.9, 0.999)
-    warmup, poly = cfg.param_scheduler
+    poly, warmup = cfg.param_scheduler
     max_iters = cfg.train_cfg.max_iters
+    # the reference's warmup: 1500 iterations of 80k, 100 / 200 / 400 / 800 of the few-shot
+    # 5k / 10k / 20k / 40k; MMEngine schedulers end at `end - 1`, so `end` is the length + 1
+    warmup_iters = {5000: 100, 10000: 200, 20000: 400, 40000: 800, 80000: 1500}[max_iters]
     assert (warmup.type, warmup.start_factor, warmup.begin, warmup.end, warmup.by_epoch) == \
-        ('LinearLR', 1e-6, 0, 1500, False)
+        ('LinearLR', 1e-6, 0, warmup_iters + 1, False)
     assert (poly.type, poly.power, poly.eta_min, poly.begin, poly.end, poly.by_epoch) == \
-        ('PolyLR', 1.0, 0.0, 1500, max_iters, False)
-    assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+        ('PolyLR', 1.0, 0.0, 0, max_iters + 1, False)
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.val_interval == 1000
     assert cfg.model.test_cfg == dict(mode='slide', crop_size=(504, 504), stride=(322, 322))
     assert cfg.default_hooks.checkpoint.interval == 1000
+    assert cfg.default_hooks.checkpoint.save_best == 'mIoU'
+    assert cfg.default_hooks.checkpoint.rule == 'greater'
     assert not cfg.default_hooks.checkpoint.by_epoch
+    assert cfg.optim_wrapper.constructor == 'InternViTLayerDecayOptimizerConstructor'
+    assert cfg.optim_wrapper.paramwise_cfg.no_decay_suffixes == ['.bias']
     assert cfg.train_dataloader.batch_size == 2
     assert cfg.auto_scale_lr.base_batch_size == 16
     backbone = cfg.model.backbone
@@ -180,8 +189,13 @@ def test_common_recipe(rel):
     assert _by_type(train, 'RandomFlip').prob == 0.5
     test = cfg.test_dataloader.dataset.pipeline
     assert [t['type'] for t in test] == [
-        'LoadImageFromFile', 'Resize', 'ResizeToMultiple', 'LoadAnnotations', 'PackSegInputs']
-    assert _by_type(test, 'Resize').scale == (2016, 504) and _by_type(test, 'Resize').keep_ratio
+        'LoadImageFromFile', 'Resize', 'ResizeToMultiple', 'LoadAnnotations',
+        'ValidateSegSample', 'PackSegInputs']
+    # SETR_Resize: short side exactly 504, long side uncapped; the few-shot 1/2..1/16 configs
+    # of the reference use plain Resize (long side <= 2016)
+    capped = 'few_shot' in rel and '1of1-' not in rel
+    assert _by_type(test, 'Resize').scale == ((2016, 504) if capped else (1000000, 504))
+    assert _by_type(test, 'Resize').keep_ratio
     assert _by_type(test, 'ResizeToMultiple').size_divisor == 14
     ade = 'ade20k' in rel
     assert cfg.train_dataloader.dataset.type in (
@@ -206,7 +220,7 @@ def test_linear_probing_recipe(rel):
     assert head.norm_cfg.type in ('BN', 'SyncBN')
     assert 'neck' not in cfg.model and 'auxiliary_head' not in cfg.model
     assert cfg.optim_wrapper.optimizer.weight_decay == 0
-    assert 'constructor' not in cfg.optim_wrapper
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 1.0
     assert cfg.train_cfg.max_iters == 80000
 
 
@@ -225,17 +239,20 @@ def test_upernet_recipes(rel):
     assert m.neck.type == 'SimpleFeaturePyramid' and tuple(m.neck.rescales) == (4, 2, 1, 0.5)
     assert m.decode_head.type == 'UPerHead' and m.decode_head.channels == 1536
     assert m.auxiliary_head.type == 'FCNHead'
+    # the reference feeds the auxiliary head from level 1 in head tuning, level 2 in full tuning
+    assert m.auxiliary_head.in_index == (1 if _kind(rel) == 'head_tuning' else 2)
+    assert m.neck.norm_cfg == dict(type='LN', eps=1e-6)
     assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    num_layers = 24 if '300m' in rel else 45 if '448px' in rel else 48
     assert cfg.train_cfg.max_iters == 80000
     if _kind(rel) == 'head_tuning':
         assert bb.frozen and bb.frozen_dtype == 'bfloat16' and bb.drop_path_rate == 0
-        assert 'constructor' not in cfg.optim_wrapper
+        assert cfg.optim_wrapper.paramwise_cfg == dict(
+            num_layers=num_layers, layer_decay_rate=1.0, no_decay_suffixes=['.bias'])
     else:
         assert not bb.get('frozen', False) and bb.drop_path_rate == 0.4
-        assert cfg.optim_wrapper.constructor == 'InternViTLayerDecayOptimizerConstructor'
-        num_layers = 24 if '300m' in rel else 45 if '448px' in rel else 48
-        assert cfg.optim_wrapper.paramwise_cfg == dict(num_layers=num_layers,
-                                                       layer_decay_rate=0.95)
+        assert cfg.optim_wrapper.paramwise_cfg == dict(
+            num_layers=num_layers, layer_decay_rate=0.95, no_decay_suffixes=['.bias'])
         assert resolve_arch(bb.arch)['num_layers'] == num_layers
 
 
@@ -257,13 +274,17 @@ def test_few_shot_recipe(denominator, iters):
     ds = cfg.train_dataloader.dataset
     assert ds.type == 'FewShotADE20KDataset'
     assert ds.subset_ratio == pytest.approx(1 / denominator) and ds.subset_seed == 0
-    assert cfg.train_cfg.max_iters == iters and cfg.param_scheduler[1].end == iters
+    assert cfg.train_cfg.max_iters == iters and cfg.param_scheduler[0].end == iters + 1
+    # warmup 100 / 200 / 400 / 800 / 1500 iterations
+    assert cfg.param_scheduler[1].end == {5000: 100, 10000: 200, 20000: 400, 40000: 800,
+                                          80000: 1500}[iters] + 1
     bb = cfg.model.backbone
     assert bb.out_indices == [47] and bb.drop_path_rate == 0.4 and not bb.get('frozen', False)
     assert cfg.model.decode_head.type == 'InternViTLinearHead'
     assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.constructor == 'InternViTLayerDecayOptimizerConstructor'
-    assert cfg.optim_wrapper.paramwise_cfg == dict(num_layers=48, layer_decay_rate=0.95)
+    assert cfg.optim_wrapper.paramwise_cfg == dict(num_layers=48, layer_decay_rate=0.95,
+                                                   no_decay_suffixes=['.bias'])
     # The validation set is always the full ADE20K validation split.
     assert cfg.val_dataloader.dataset.type == 'ADE20KDataset'
 

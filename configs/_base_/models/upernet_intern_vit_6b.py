@@ -28,7 +28,9 @@ model = dict(
         type='SimpleFeaturePyramid',
         in_channels=3200,
         rescales=(4, 2, 1, 0.5),
-        norm_cfg=norm_cfg),
+        # The reference's 4x level: ConvT, LayerNorm over channels (eps 1e-6, in float32), GELU,
+        # ConvT; transposed convs initialised N(0, sqrt(2 / (k * k * out_channels))).
+        norm_cfg=dict(type='LN', eps=1e-6)),
     decode_head=dict(
         type='UPerHead',
         in_channels=[3200, 3200, 3200, 3200],

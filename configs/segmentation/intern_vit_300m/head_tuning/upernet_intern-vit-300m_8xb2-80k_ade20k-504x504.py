@@ -10,3 +10,4 @@ model = dict(
     neck=dict(in_channels=1024),
     decode_head=dict(in_channels=[1024, 1024, 1024, 1024]),
     auxiliary_head=dict(in_channels=1024))
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=24))

@@ -13,7 +13,10 @@ _base_ = [
 model = dict(backbone=dict(frozen=False, drop_path_rate=0.4))
 optim_wrapper = dict(
     optimizer=dict(weight_decay=0.05),
+    # The reference's layer-decay constructor. Reference quirk copied: only
+    # 1-D parameters and names ending in '.bias' skip weight decay; pos_embed and cls_token decay
+    # (its exemption by name compares bare names with 'backbone.'-prefixed ones, never matching).
     constructor='InternViTLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95))
+    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95, no_decay_suffixes=['.bias']))
 # Checkpoints are sharded folders; the final model is also written as one file for tools/test.py.
 custom_hooks = [dict(type='ExportConsolidatedHook', filename='consolidated.pth')]

@@ -8,4 +8,8 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(frozen=True, frozen_dtype='bfloat16', out_indices=[44], drop_path_rate=0.0))
-optim_wrapper = dict(optimizer=dict(weight_decay=0.0))
+optim_wrapper = dict(
+    optimizer=dict(weight_decay=0.0),
+    # The reference's layer-decay constructor at rate 1.0 (its groups; weight decay 0 anyway).
+    constructor='InternViTLayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(num_layers=48, layer_decay_rate=1.0, no_decay_suffixes=['.bias']))

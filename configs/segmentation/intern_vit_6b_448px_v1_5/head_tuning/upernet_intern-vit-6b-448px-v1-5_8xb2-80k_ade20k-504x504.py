@@ -6,3 +6,5 @@ model = dict(
         pretrain_size=448,
         out_indices=[11, 22, 33, 44],
         init_cfg=dict(checkpoint='pretrained/intern_vit_6b_448px_v1_5')))
+# The reference counts 45 layers for its layer-decay constructor here too (rate 1.0).
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=45))

@@ -7,3 +7,5 @@ model = dict(
         pretrain_size=448,
         out_indices=[44],
         init_cfg=dict(checkpoint='pretrained/intern_vit_6b_448px_v2_5')))
+# The reference counts 45 layers for its layer-decay constructor here too (rate 1.0).
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=45))
