@@ -11,7 +11,9 @@ dtype.
 :func:`install_float32_roi_align` does the same for ``mmcv.ops.RoIAlign``, whose CPU kernel
 has no bf16 and whose CUDA kernel dispatches float32/float64/float16 only ("ROIAlign_forward" not
 implemented for 'BFloat16'): bf16 features are pooled in float32 and the result cast back, so
-gradients still flow in the model's dtype. The float32 paths are untouched. Both are applied
+gradients still flow in the model's dtype. It also makes every input contiguous: mmcv's kernels
+read the map as contiguous NCHW memory whatever its strides, so a channels-last or transposed
+map would silently be pooled from the wrong addresses. Both are applied
 when ``detection`` is imported, so a config with
 ``custom_imports=dict(imports=['backbones', 'detection'])`` gets them.
 """
@@ -77,7 +79,8 @@ def install_float32_nms() -> bool:
 
 
 def install_float32_roi_align() -> bool:
-    """Wrap ``mmcv.ops.RoIAlign.forward`` once for bf16 inputs; False without mmcv's ops."""
+    """Wrap ``mmcv.ops.RoIAlign.forward`` once (bf16 inputs, contiguous memory); False without
+    mmcv's ops."""
     try:
         roi_align = importlib.import_module('mmcv.ops.roi_align')
     except ImportError:
@@ -89,9 +92,12 @@ def install_float32_roi_align() -> bool:
 
     @functools.wraps(stock)
     def forward(self, input, rois):
+        # mmcv's kernels index `input` as contiguous NCHW memory without checking its strides:
+        # a channels-last or transposed map (the adapter's reshaped token maps) would be pooled
+        # from the wrong addresses. contiguous() is free when the map already is.
         if input.dtype == torch.bfloat16:
-            return stock(self, input.float(), rois.float()).to(input.dtype)
-        return stock(self, input, rois)
+            return stock(self, input.float().contiguous(), rois.float()).to(input.dtype)
+        return stock(self, input.contiguous(), rois)
 
     setattr(forward, _MARK, True)
     cls.forward = forward

@@ -1,15 +1,17 @@
-# Mask R-CNN on a tiny InternViT (64 wide, 4 blocks, patch 14) that trains on a CPU in minutes,
+# Mask R-CNN on a tiny InternViT (64 wide, 4 blocks, patch 16) that trains on a CPU in minutes,
 # on the synthetic COCO-format shapes dataset:
 #
 #   python tools/dataset_converters/make_synthetic_coco.py data/synthetic_coco
 #   python tools/train.py configs/demo/mask-rcnn_intern-vit-tiny_1xb2-300_synthetic-coco-128x128.py
 #
-# Same structure as the COCO configs (simple pyramid at strides 3.5/7/14/28 + FPN with a stride-56
-# P6, window attention with a global last block), scaled down: the last block's map feeds every
-# pyramid level, 64-channel FPN and heads, fewer sampled RoIs. Trained from scratch, a plain ViT
-# learns detection very slowly: after 300 iterations its AP is still at the level of random boxes
-# (see configs/detection/README.md). The adapter demo
-# (mask-rcnn_intern-vit-tiny-adapter_1xb2-300_synthetic-coco-128x128.py) reaches 0.12 bbox AP.
+# The structure of the InternViT-6B COCO recipes (configs/detection/intern_vit_6b/*/
+# mask-rcnn_intern-vit-6b_fpn_*), scaled down: patch 16, no cls token, the last block's map fed
+# to every pyramid level (no projection), FPN with a max-pooled P6, strides 4 / 8 / 16 / 32 / 64;
+# window attention over zero-padded, unmasked windows as InternVL's frozen recipe (here with a
+# global last block); 64-channel FPN and heads, fewer sampled RoIs. Trained from scratch, a plain
+# ViT learns detection slowly: 0.008 bbox AP after 300 iterations (see
+# configs/detection/README.md). The adapter demo
+# (mask-rcnn_intern-vit-tiny-adapter_1xb2-300_synthetic-coco-128x128.py) reaches 0.15 bbox AP.
 _base_ = ['../detection/_base_/default_runtime.py']
 custom_imports = dict(imports=['backbones', 'engine', 'detection'], allow_failed_imports=False)
 
@@ -19,7 +21,7 @@ metainfo = dict(
     palette=[(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48)])
 num_classes = 4
 head_norm_cfg = dict(type='GN', num_groups=8, requires_grad=True)
-pyramid_strides = [3.5, 7, 14, 28]
+pyramid_strides = [4, 8, 16, 32]
 
 model = dict(
     type='MaskRCNN',
@@ -35,14 +37,16 @@ model = dict(
         arch=dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=4.0,
                   norm_type='layer_norm', qk_norm=False, qkv_bias=True, layer_scale_init=None),
         img_size=128,
-        patch_size=14,
+        patch_size=16,
+        with_cls_token=False,
         out_indices=[3],
         window_size=5,
+        window_pad_mask=False,
         global_indices=[3],
         drop_path_rate=0.0),
     neck=[
-        dict(type='SimpleFeaturePyramid', in_channels=64, out_channels=64,
-             rescales=(4, 2, 1, 0.5), norm_cfg=dict(type='LN')),
+        dict(type='SimpleFeaturePyramid', in_channels=64, out_channels=None,
+             rescales=(4, 2, 1, 0.5), norm_cfg=dict(type='LN', eps=1e-6)),
         dict(type='FPN', in_channels=[64, 64, 64, 64], out_channels=64, num_outs=5),
     ],
     rpn_head=dict(
@@ -53,8 +57,7 @@ model = dict(
             type='AnchorGenerator',
             scales=[8],
             ratios=[0.5, 1.0, 2.0],
-            strides=pyramid_strides + [56],
-            base_sizes=[4, 8, 16, 32, 64]),
+            strides=pyramid_strides + [64]),
         bbox_coder=dict(
             type='DeltaXYWHBBoxCoder',
             target_means=[0.0, 0.0, 0.0, 0.0],

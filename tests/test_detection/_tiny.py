@@ -71,6 +71,10 @@ def tiny_model_cfg(model_cfg):
         first['in_channels'] = TINY_WIDTH
     else:
         first['in_channels'] = [TINY_WIDTH] * len(first['in_channels'])
+    # A pyramid without projection passes the ViT width on to the FPN after it.
+    if len(necks) > 1 and first['type'] == 'SimpleFeaturePyramid' and \
+            first.get('out_channels') is None:
+        necks[1]['in_channels'] = [TINY_WIDTH] * len(necks[1]['in_channels'])
     return model
 
 

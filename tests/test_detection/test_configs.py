@@ -1,5 +1,6 @@
 """Every detection config builds (with a tiny backbone), trains one step, predicts, has the
-strides its neck produces, and its pipelines run; the 6B configs carry the reference recipe."""
+strides its neck produces, and its pipelines run. The settings of the two published recipes are
+asserted in test_reference_recipes.py; here the adapter and ViTDet-style variants."""
 import os.path as osp
 
 import pytest
@@ -10,12 +11,22 @@ from ._tiny import (DET_CONFIG_DIR, TINY_WIDTH, config_id, detection_configs, fa
                     tiny_model_cfg)
 
 CONFIGS = detection_configs()
-NUM_CONFIGS = 8  # {6B, 300M} x {head, full tuning} x {simple pyramid, adapter}
+# 6B: the InternVL frozen and PIIP full-tuning recipes, and an adapter config per regime;
+# 300M: an adapter and a ViTDet-style config per regime.
+NUM_CONFIGS = 8
 SIX_B = [p for p in CONFIGS if '/intern_vit_6b/' in p]
+REFERENCE_NAMES = {
+    ('intern_vit_6b', 'head_tuning'): 'mask-rcnn_intern-vit-6b_fpn_8xb2-1x_coco-1333x800.py',
+    ('intern_vit_6b', 'full_tuning'): 'mask-rcnn_intern-vit-6b_fpn_8xb2-1x_coco-ms-1024x1024.py',
+}
 
 
 def _is_adapter(path):
     return '-adapter_' in osp.basename(path)
+
+
+def _is_vitdet(path):
+    return '-vitdet_' in osp.basename(path)
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -41,12 +52,16 @@ def test_config_count_and_names():
         backbone, regime, name = rel.split(osp.sep)
         assert backbone in ('intern_vit_6b', 'intern_vit_300m')
         assert regime in ('head_tuning', 'full_tuning')
-        assert name.startswith('mask-rcnn_intern-vit-') and name.endswith(
-            '_8xb2-1x_coco-1024x1024.py'), name
+        assert name.startswith('mask-rcnn_intern-vit-') and '_8xb2-1x_coco-' in name, name
+        # every config is one of: a published recipe, an adapter config, our ViTDet variant
+        assert name == REFERENCE_NAMES.get((backbone, regime)) or _is_adapter(path) or \
+            (_is_vitdet(path) and name.endswith('_coco-lsj-1024x1024.py')), name
         cfg = Config.fromfile(path)
         assert cfg.default_scope == 'mmdet'
-        assert cfg.custom_imports == dict(imports=['backbones', 'detection'],
+        assert cfg.custom_imports == dict(imports=['backbones', 'engine', 'detection'],
                                           allow_failed_imports=False)
+    for (backbone, regime), name in REFERENCE_NAMES.items():
+        assert osp.join(DET_CONFIG_DIR, backbone, regime, name) in CONFIGS
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=config_id)
@@ -65,7 +80,7 @@ def test_tiny_model_trains_and_predicts(path, one_thread):
     assert model.backbone.embed_dims == TINY_WIDTH
 
     measured = check_detector_strides(model)
-    expected = [4.0, 8.0, 16.0, 32.0, 64.0] if _is_adapter(path) else [3.5, 7.0, 14.0, 28.0, 56.0]
+    expected = [3.5, 7.0, 14.0, 28.0, 56.0] if _is_vitdet(path) else [4.0, 8.0, 16.0, 32.0, 64.0]
     assert measured == expected
 
     model.train()
@@ -106,90 +121,72 @@ def test_pipelines_run_on_coco_format_data(path, synthetic_coco, coco_maker):
                                 **overrides))
     out = train[0]
     h, w = out['inputs'].shape[-2:]
-    assert h <= 1024 and w <= 1024
     assert out['data_samples'].gt_instances.masks.height == h
+    single_scale = osp.basename(path).endswith('_coco-1333x800.py')
+    if single_scale:  # a 128 x 128 image: short side to 800
+        assert (h, w) == (800, 800)
+    else:  # a crop of at most 1024
+        assert h <= 1024 and w <= 1024
 
     test = DATASETS.build(dict(cfg.test_dataloader.dataset, ann_file='annotations/'
                                'instances_val.json', data_prefix=dict(img='val/'), **overrides))
     out = test[0]
-    # Test images are resized (keep ratio) so that the longer side is 1024.
-    assert max(out['inputs'].shape[-2:]) == 1024
+    # Test images: the reference recipes resize to (1333, 800), the LSJ ones to 1024.
+    lsj = _find(cfg.train_dataloader.dataset.pipeline, 'RandomResize', optional=True)
+    assert max(out['inputs'].shape[-2:]) == (1024 if lsj else 800)
     assert out['data_samples'].ori_shape == (128, 128)
 
 
-def _find(items, type_name):
+def _find(items, type_name, optional=False):
     found = [t for t in items if t['type'] == type_name]
+    if optional and not found:
+        return None
     assert len(found) == 1, (type_name, items)
     return found[0]
 
 
-@pytest.mark.parametrize('path', SIX_B, ids=config_id)
-def test_6b_configs_carry_the_reference_recipe(path):
-    assert len(SIX_B) == 4
+@pytest.mark.parametrize('path', [p for p in CONFIGS if _is_adapter(p) or _is_vitdet(p)],
+                         ids=config_id)
+def test_variant_configs_keep_their_recipe(path):
+    """Our own variants (no published number): ViT-Adapter or ViTDet-style simple pyramid,
+    both with LSJ 1024 crops, GroupNorm heads and the shared 1x schedule."""
     cfg = Config.fromfile(path)
     bb = cfg.model.backbone
-    assert bb.arch == '6b'
-    assert bb.init_cfg == dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')
-    # 1x: 12 epochs, lr steps after epochs 8 and 11.
     assert cfg.train_cfg.type == 'EpochBasedTrainLoop' and cfg.train_cfg.max_epochs == 12
     step = _find(cfg.param_scheduler, 'MultiStepLR')
     assert step.milestones == [8, 11] and step.by_epoch and step.gamma == 0.1
-    # 1024 crops (LSJ-style), batches padded to 1024, 8 GPUs x 2 images.
+    assert _find(cfg.param_scheduler, 'LinearLR').end == 500
     crop = _find(cfg.train_dataloader.dataset.pipeline, 'RandomCrop')
     assert tuple(crop.crop_size) == (1024, 1024)
     assert _find(cfg.train_dataloader.dataset.pipeline, 'RandomResize').ratio_range == (0.1, 2.0)
     pad = _find(cfg.model.data_preprocessor.batch_augments, 'BatchFixedSizePad')
     assert tuple(pad.size) == (1024, 1024)
     assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16
-    # AdamW in bf16 autocast.
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.dtype == 'bfloat16'
-    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert set(cfg.val_evaluator.metric) == {'bbox', 'segm'}
-
-    if '/full_tuning/' in path:
+    full = '/full_tuning/' in path
+    if full:
         assert cfg.optim_wrapper.constructor == 'InternViTLayerDecayOptimizerConstructor'
-        assert cfg.optim_wrapper.paramwise_cfg == dict(num_layers=48, layer_decay_rate=0.95)
-        assert bb.drop_path_rate == 0.4 and bb.with_cp is True
-        assert not bb.get('frozen', False)
-        # a trainable 6B backbone is sharded: FSDP2, with a single-file export at the end
-        assert cfg.runner_type == 'FlexibleRunner' and cfg.strategy.type == 'FSDP2Strategy'
-        assert dict(type='ExportConsolidatedHook', filename='consolidated.pth') in \
-            cfg.custom_hooks
-        if not _is_adapter(path):
-            assert bb.window_size == 14 and bb.global_indices == [11, 23, 35, 47]
+        assert bb.drop_path_rate == 0.4 and not bb.get('frozen', False)
     else:
         assert bb.frozen is True and bb.frozen_dtype == 'bfloat16'
         assert 'constructor' not in cfg.optim_wrapper
+    if full and '/intern_vit_6b/' in path:  # a trainable 6B backbone is sharded
+        assert cfg.runner_type == 'FlexibleRunner' and cfg.strategy.type == 'FSDP2Strategy'
+        assert dict(type='ExportConsolidatedHook', filename='consolidated.pth') in \
+            cfg.custom_hooks
+    else:
         assert cfg.get('runner_type', 'Runner') == 'Runner'
     if _is_adapter(path):
-        assert bb.type == 'InternViTAdapter'
-        assert bb.interaction_indexes == [[0, 11], [12, 23], [24, 35], [36, 47]]
+        assert bb.type == 'InternViTAdapter' and bb.patch_size == 16
     else:
-        assert bb.type == 'InternViT' and bb.patch_size == 14
-        assert bb.out_indices == [11, 23, 35, 47]
+        assert bb.type == 'InternViT' and bb.patch_size == 14 and bb.arch == '300m'
+        assert bb.out_indices == [5, 11, 17, 23]
+        if full:
+            assert bb.window_size == 14 and bb.global_indices == [5, 11, 17, 23]
 
 
-def test_full_tuning_layer_decay_builds_on_the_detector():
-    """The layer-decay constructor groups a (tiny) detector's parameters: stem, blocks, rest."""
-    from mmdet.registry import MODELS
-    from mmengine.optim import build_optim_wrapper
-
-    path = osp.join(DET_CONFIG_DIR, 'intern_vit_6b', 'full_tuning',
-                    'mask-rcnn_intern-vit-6b_8xb2-1x_coco-1024x1024.py')
-    cfg = Config.fromfile(path)
-    model = MODELS.build(tiny_model_cfg(cfg.model))
-    wrapper_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')  # no bf16 autocast on the CPU
-    wrapper_cfg.pop('dtype')
-    wrapper = build_optim_wrapper(model, wrapper_cfg)
-    groups = wrapper.optimizer.param_groups
-    n_params = sum(len(g['params']) for g in groups)
-    assert n_params == sum(1 for p in model.parameters() if p.requires_grad)
-    by_layer = {g['layer_id']: g['lr_scale'] for g in groups}
-    assert by_layer[49] == 1.0  # neck and heads
-    assert by_layer[0] == pytest.approx(0.95 ** 49)  # stem
-
-
-def test_metafile_lists_every_config_with_its_weights():
+def test_metafile_lists_every_config_with_its_weights_and_source():
     import yaml
 
     from ._tiny import ROOT
@@ -201,6 +198,26 @@ def test_metafile_lists_every_config_with_its_weights():
         cfg = Config.fromfile(osp.join(ROOT, rel))
         assert m['Name'] == osp.splitext(osp.basename(rel))[0]
         assert m['Metadata']['Pretrained Weights'] == cfg.model.backbone.init_cfg.checkpoint
-    ref = models['configs/detection/intern_vit_6b/full_tuning/'
-                 'mask-rcnn_intern-vit-6b_8xb2-1x_coco-1024x1024.py']['Results']
-    assert [r['Metrics'] for r in ref] == [{'box AP': 53.8}, {'mask AP': 48.1}]
+        assert m['Metadata']['Recipe Source']
+    # Only the PIIP baseline carries a number, and says where it comes from.
+    with_results = {rel: m for rel, m in models.items() if 'Results' in m}
+    piip = 'configs/detection/intern_vit_6b/full_tuning/' + \
+        REFERENCE_NAMES[('intern_vit_6b', 'full_tuning')]
+    assert list(with_results) == [piip]
+    assert [r['Metrics'] for r in with_results[piip]['Results']] == [{'box AP': 53.8},
+                                                                    {'mask AP': 48.1}]
+    assert 'PIIP' in with_results[piip]['Metadata']['Recipe Source']
+    internvl = 'configs/detection/intern_vit_6b/head_tuning/' + \
+        REFERENCE_NAMES[('intern_vit_6b', 'head_tuning')]
+    assert 'InternVL-MMDetSeg' in models[internvl]['Metadata']['Recipe Source']
+
+
+def test_readme_numbers_only_next_to_the_piip_baseline():
+    from ._tiny import ROOT
+    for readme in (osp.join(DET_CONFIG_DIR, 'README.md'), osp.join(ROOT, 'README.md')):
+        with open(readme) as f:
+            lines = f.read().splitlines()
+        for line in lines:
+            if '53.8' in line and line.startswith('|'):
+                assert REFERENCE_NAMES[('intern_vit_6b', 'full_tuning')] in line, line
+                assert 'PIIP' in line, line

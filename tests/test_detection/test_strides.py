@@ -28,8 +28,8 @@ def demo_detector():
 
 def test_demo_strides_match(demo_detector):
     from detection import check_detector_strides, configured_strides
-    assert check_detector_strides(demo_detector) == [3.5, 7.0, 14.0, 28.0, 56.0]
-    assert configured_strides(demo_detector)['mask_roi_extractor'] == [3.5, 7.0, 14.0, 28.0]
+    assert check_detector_strides(demo_detector) == [4.0, 8.0, 16.0, 32.0, 64.0]
+    assert configured_strides(demo_detector)['mask_roi_extractor'] == [4.0, 8.0, 16.0, 32.0]
     assert demo_detector.training  # the mode is restored
 
 
@@ -51,18 +51,34 @@ def test_adapter_demo_builds_with_standard_strides_and_trains_a_step():
     assert torch.isfinite(total)
 
 
-def test_integer_strides_on_a_patch14_pyramid_are_caught(demo_detector):
+@pytest.fixture
+def vitdet_detector():
+    """A tiny patch-14 detector (our ViTDet-style variant: strides 3.5 ... 56)."""
+    import os.path as osp
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from ._tiny import DET_CONFIG_DIR, tiny_model_cfg
+    register_all_modules(init_default_scope=True)
+    path = osp.join(DET_CONFIG_DIR, 'intern_vit_300m', 'head_tuning',
+                    'mask-rcnn_intern-vit-300m-vitdet_8xb2-1x_coco-lsj-1024x1024.py')
+    return MODELS.build(tiny_model_cfg(Config.fromfile(path).model))
+
+
+def test_integer_strides_on_a_patch14_pyramid_are_caught(vitdet_detector):
     from mmdet.models.task_modules.prior_generators import AnchorGenerator
 
     from detection import check_detector_strides
-    demo_detector.rpn_head.prior_generator = AnchorGenerator(
+    assert check_detector_strides(vitdet_detector) == [3.5, 7.0, 14.0, 28.0, 56.0]
+    vitdet_detector.rpn_head.prior_generator = AnchorGenerator(
         strides=[4, 8, 16, 32, 64], ratios=[0.5, 1.0, 2.0], scales=[8])
     with pytest.raises(ValueError, match=r'rpn_anchors strides \[4.0, 8.0'):
-        check_detector_strides(demo_detector)
+        check_detector_strides(vitdet_detector)
 
 
 def test_wrong_roi_strides_are_caught(demo_detector):
     from detection import check_detector_strides
-    demo_detector.roi_head.bbox_roi_extractor.featmap_strides = [4, 8, 16, 32]
+    demo_detector.roi_head.bbox_roi_extractor.featmap_strides = [3.5, 7, 14, 28]
     with pytest.raises(ValueError, match='bbox_roi_extractor'):
         check_detector_strides(demo_detector)

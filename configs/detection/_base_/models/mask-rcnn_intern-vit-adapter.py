@@ -7,9 +7,9 @@
 # SPM and output norms are BN, which the runner turns into SyncBN when training is distributed
 # (`sync_bn = 'torch'`) and keeps as BN in one process.
 #
-# Everything else (data preprocessor, RPN, RoI heads, train/test settings) is the simple-pyramid
-# model's; only the backbone, the neck and the strides change.
-_base_ = ['./mask-rcnn_intern-vit_simple-pyramid.py']
+# Everything else (data preprocessor, RPN, RoI heads, train/test settings) is the ViTDet-style
+# model's (mask-rcnn_intern-vit_vitdet.py); only the backbone, the neck and the strides change.
+_base_ = ['./mask-rcnn_intern-vit_vitdet.py']
 
 head_norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
 pyramid_strides = [4, 8, 16, 32]

@@ -1,12 +1,13 @@
-# Mask R-CNN 1x, COCO, 1024 crops: InternViT-300M fully tuned through a simple feature
-# pyramid + FPN. Weights: InternViT-300M-448px (HF directory).
+# Our ViTDet-style variant (no published recipe or number). Mask R-CNN 1x (500 warmup
+# iterations, mmdet's 1x), COCO, 1024 LSJ crops: InternViT-300M fully tuned through a simple
+# feature pyramid + FPN. Weights: InternViT-300M-448px (HF directory).
 # Full tuning: AdamW with layer-wise lr decay 0.9 over the 24 blocks, drop path 0.4, bf16
 # autocast, activation checkpointing. No published reference for 300M: these follow
 # ViT-L detection recipes (ViTDet / ViT-Adapter) and are untuned.
 # Window attention (14x14 tokens) in every block except the last block of each quarter
 # ([5, 11, 17, 23]), which keeps global attention (ViTDet style).
 _base_ = [
-    '../../_base_/models/mask-rcnn_intern-vit_simple-pyramid.py',
+    '../../_base_/models/mask-rcnn_intern-vit_vitdet.py',
     '../../_base_/datasets/coco-instance_lsj-1024.py',
     '../../_base_/schedules/schedule_1x.py',
     '../../_base_/default_runtime.py',

@@ -1,8 +1,9 @@
-# Mask R-CNN 1x, COCO, 1024 crops: frozen InternViT-300M (bf16 weights), simple
+# Our ViTDet-style variant (no published recipe or number). Mask R-CNN 1x (500 warmup
+# iterations, mmdet's 1x), COCO, 1024 LSJ crops: frozen InternViT-300M (bf16 weights), simple
 # feature pyramid + FPN + Mask R-CNN heads trained. Weights: InternViT-300M-448px (HF directory).
 # The frozen backbone keeps global attention in every block, as it was pretrained.
 _base_ = [
-    '../../_base_/models/mask-rcnn_intern-vit_simple-pyramid.py',
+    '../../_base_/models/mask-rcnn_intern-vit_vitdet.py',
     '../../_base_/datasets/coco-instance_lsj-1024.py',
     '../../_base_/schedules/schedule_1x.py',
     '../../_base_/default_runtime.py',

@@ -1,4 +1,6 @@
-# Mask R-CNN on a plain InternViT (patch 14) through a simple feature pyramid (ViTDet style).
+# Our own ViTDet-style Mask R-CNN on a plain InternViT (patch 14) through a simple feature
+# pyramid; not a published InternViT recipe (the two published InternViT-6B recipes are in
+# mask-rcnn_intern-vit-6b_fpn.py) and no published number comes with it.
 #
 # Strides. A patch-14 ViT has one token grid at stride 14; SimpleFeaturePyramid rescales four of
 # its block outputs by 4, 2, 1 and 1/2, i.e. strides 3.5, 7, 14 and 28, and FPN's max-pooled P6
