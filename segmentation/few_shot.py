@@ -7,7 +7,10 @@ every ratio takes a prefix of the same permutation, the subsets of one seed are 
 1/16 is inside 1/8, inside 1/4, and so on. The datasets sort their list by image path first, so
 the subset does not depend on the order in which the file system lists the files.
 
-The reference recipe (InternVL few-shot ADE20K) uses seed 0 (``subset_seed=0``).
+The reference (InternVL few-shot ADE20K) shuffles the sorted list with Python's ``random``,
+seeded by each run's random seed (drawn at random unless ``--seed`` is passed, and not recorded),
+and keeps the first ``20210 // N``: the same counts for ADE20K, but its subsets cannot be
+reproduced. ``subset_seed=0`` is our default, not the reference's.
 """
 from __future__ import annotations
 
