@@ -64,8 +64,15 @@ def parse_args(argv=None):
                      f'write one file '
                      f'with `python tools/model_converters/consolidate_checkpoint.py '
                      f'{args.checkpoint} OUT.pth` and test OUT.pth')
+    if osp.isdir(args.checkpoint):
+        parser.error(f'{args.checkpoint} is a directory, not a checkpoint file (nor an FSDP2 '
+                     f'or DeepSpeed checkpoint folder)')
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint not found: {args.checkpoint}')
+    from engine.checkpoints.formats import weights_file_problem
+    problem = '://' not in args.checkpoint and weights_file_problem(args.checkpoint)
+    if problem:  # empty, truncated, another format: before the runner is built
+        parser.error(problem)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return parser, args
@@ -136,14 +143,18 @@ def main(argv=None):
         parser.error('\n'.join(problems))
 
     runner = build_runner(cfg, scope)
+    from backbones.checkpoint import CheckpointError
 
     # mmengine loads the checkpoint of a test non-strictly and only logs what did not match;
     # a wrong checkpoint then evaluates a half-random model. Load it strictly here instead.
     try:
         runner.load_checkpoint(args.checkpoint, strict=not args.non_strict)
+    except CheckpointError as e:  # unreadable, truncated, a refused pickle: says which
+        parser.error(str(e))
     except RuntimeError as e:
-        parser.error(f'{args.checkpoint} does not match the model of {args.config} '
-                     f'(use --non-strict to load it anyway):\n{e}')
+        advice = '' if args.non_strict else ' (use --non-strict to load it anyway)'
+        parser.error(f'{args.checkpoint} does not match the model of {args.config}'
+                     f'{advice}:\n{e}')
 
     if args.out is not None and scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults

@@ -111,6 +111,8 @@ def add_reliability(cfg):
     if cfg.get('check_finite_loss', True) and not any(
             isinstance(h, dict) and h.get('type') == 'NonFiniteLossHook' for h in hooks):
         hooks.append(dict(type='NonFiniteLossHook'))
+    if not any(isinstance(h, dict) and h.get('type') == 'ResumeCheckHook' for h in hooks):
+        hooks.append(dict(type='ResumeCheckHook'))
     cfg.custom_hooks = hooks
 
 
@@ -124,6 +126,69 @@ def check_data(cfg, config_path, parser):
             problems += check_dataset_paths(cfg[name].get('dataset'), f'{config_path}: {name}')
     if problems:
         parser.error('\n'.join(problems))
+
+
+def _pretrained_paths(node, where):
+    """(config key, path) of every local ``init_cfg=dict(type='Pretrained', checkpoint=...)``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'init_cfg':
+                for i, init in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+                    path = init.get('checkpoint') if isinstance(init, dict) else None
+                    if isinstance(init, dict) and init.get('type') == 'Pretrained' and \
+                            isinstance(path, str) and ':' not in path.split('/')[0]:
+                        sub = f'[{i}]' if isinstance(value, (list, tuple)) else ''
+                        yield f'{where}.init_cfg{sub}.checkpoint', path
+            else:
+                yield from _pretrained_paths(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _pretrained_paths(value, f'{where}[{i}]')
+
+
+def check_checkpoints(cfg, parser):
+    """The weights a run reads are checked before anything is built (a 6B runner takes
+    minutes): every ``init_cfg`` checkpoint and ``load_from`` must exist and look whole
+    (nothing unpickled, see ``weights_file_problem``), and a file to resume from must be a
+    training checkpoint (``meta``, ``state_dict``), not backbone weights."""
+    from engine.checkpoints.formats import weights_file_problem
+    problems = []
+    for key, path in _pretrained_paths(cfg.get('model'), 'model'):
+        problem = weights_file_problem(osp.expanduser(path))
+        if problem:
+            problems.append(f'{key}: {problem}')
+    load_from = cfg.get('load_from')
+    if isinstance(load_from, str) and '://' not in load_from:
+        problem = weights_file_problem(osp.expanduser(load_from))
+        if problem:
+            problems.append(f'{"--resume" if cfg.get("resume") else "load_from"}: {problem}')
+        elif cfg.get('resume') and osp.isfile(load_from):
+            problem = _not_a_training_checkpoint(load_from)
+            if problem:
+                problems.append(f'--resume: {problem}')
+    if problems:
+        parser.error('\n'.join(problems))
+
+
+def _not_a_training_checkpoint(path):
+    """Why ``path`` cannot be resumed from (backbone weights, an unreadable file, a refused
+    pickle); only its pickle is read (``mmap``), not its tensor data."""
+    from backbones.checkpoint import CheckpointError
+    from engine.checkpoints.safe_load import load_from_local_weights_only
+    if path.endswith(('.safetensors', '.json')):
+        return (f'{path} holds weights only, not a training checkpoint; start from them with '
+                f'load_from (or the backbone\'s init_cfg) and no --resume')
+    try:
+        ckpt = load_from_local_weights_only(path, map_location='cpu', peek=True)
+    except CheckpointError as e:
+        return str(e)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get('meta'), dict) \
+            or 'state_dict' not in ckpt:
+        keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        return (f'{path} is not a training checkpoint (no meta / state_dict; {keys}): backbone '
+                f'or model weights cannot be resumed from; start from them with '
+                f'load_from={path} and no --resume')
+    return None
 
 
 def check_devices(cfg, args, parser):
@@ -174,7 +239,7 @@ def setup_cpu_distributed(cfg, launcher, backend):
         cfg.model_wrapper_cfg = wrapper
 
 
-def resolve_auto_resume(cfg):
+def resolve_auto_resume(cfg, parser=None):
     """``--resume`` without a path: the newest *complete* checkpoint of the work dir (a
     checkpoint cut short by a kill is skipped, and the temporary files of killed atomic writes
     are removed)."""
@@ -185,7 +250,12 @@ def resolve_auto_resume(cfg):
     if removed:
         print_log(f'removed partial checkpoint writes of a killed run: {removed}',
                   logger='current', level=logging.WARNING)
-    path = find_resumable_checkpoint(cfg.work_dir)
+    try:
+        path = find_resumable_checkpoint(cfg.work_dir)
+    except FileNotFoundError as e:
+        if parser is None:
+            raise
+        parser.error(str(e))
     if path is None:
         print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; training from the start',
                   logger='current', level=logging.WARNING)
@@ -200,6 +270,10 @@ def main(argv=None):
     cfg, scope = load_config(args, parser)
 
     if args.amp:
+        import torch
+        if not torch.cuda.is_available():  # MMEngine's AmpOptimWrapper asserts a GPU
+            parser.error('--amp (AmpOptimWrapper: mixed precision with loss scaling) is for '
+                         'GPUs; there is no CUDA device here: on the CPU train without --amp')
         enable_amp(cfg, args.config, parser)
     if args.strategy:
         apply_strategy(cfg, args.strategy)
@@ -208,10 +282,11 @@ def main(argv=None):
     check_devices(cfg, args, parser)
     if args.resume == 'auto' or (args.resume is None and cfg.get('resume') is True
                                  and not cfg.get('load_from')):
-        resolve_auto_resume(cfg)
+        resolve_auto_resume(cfg, parser)
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    check_checkpoints(cfg, parser)
 
     add_safe_checkpoint_hook(cfg)
     add_reliability(cfg)

@@ -23,6 +23,9 @@ test_pipeline = [
     dict(type='ResizeToMultiple', size_divisor=14),
     # Annotations are loaded after resizing: metrics compare at the original resolution.
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    # Label range (and size, against the original image) checked per sample, naming the
+    # file: IoUMetric would drop labels >= num_classes silently.
+    dict(type='ValidateSegSample', num_classes=150, on_error='raise'),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(

@@ -20,6 +20,9 @@ test_pipeline = [
     dict(type='Resize', scale=(2016, 504), keep_ratio=True),
     dict(type='ResizeToMultiple', size_divisor=14),
     dict(type='LoadAnnotations'),
+    # Label range (and size, against the original image) checked per sample, naming the
+    # file: IoUMetric would drop labels >= num_classes silently.
+    dict(type='ValidateSegSample', num_classes=171, on_error='raise'),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(

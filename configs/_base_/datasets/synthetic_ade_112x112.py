@@ -15,6 +15,8 @@ metainfo = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    # Label map size and label range checked per sample, naming the file ('skip' to drop it).
+    dict(type='ValidateSegSample', num_classes=4, on_error='raise'),
     dict(type='RandomResize', scale=(512, 128), ratio_range=(0.75, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -27,6 +29,9 @@ test_pipeline = [
     dict(type='Resize', scale=(512, 128), keep_ratio=True),
     dict(type='ResizeToMultiple', size_divisor=14),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    # Label range (and size, against the original image) checked per sample, naming the
+    # file: IoUMetric would drop labels >= num_classes silently.
+    dict(type='ValidateSegSample', num_classes=4, on_error='raise'),
     dict(type='PackSegInputs')
 ]
 dataset_common = dict(
