@@ -1,11 +1,12 @@
 """A pipeline step that checks each loaded sample and names the file at fault.
 
-Put it after ``LoadAnnotations``::
+Put it after ``LoadAnnotations``, in training and in evaluation pipelines (mmseg's
+``IoUMetric`` drops labels >= num_classes without a word, a whole class then shows ``nan``)::
 
     dict(type='ValidateSegSample', num_classes=150, on_error='raise')   # or 'skip'
 
-It checks that the label map has the image's height and width, and that every label is in
-``[0, num_classes)`` or the ignore index (after ``reduce_zero_label``). ``on_error='raise'``
+It checks that the label map is one channel with the image's original height and width, and
+that every label is in ``[0, num_classes)`` or the ignore index (after ``reduce_zero_label``). ``on_error='raise'``
 (default) stops with a ``ValueError`` naming the image and label files; ``'skip'`` logs a
 warning with the same message and drops the sample: mmengine's dataset then draws another one
 (in training; ``BaseDataset`` re-fetches up to ``max_refetch`` times).
@@ -47,14 +48,22 @@ class ValidateSegSample(BaseTransform):
             return f'{img_path}: image could not be read'
         if seg is None:
             return None
-        if seg.shape[:2] != img.shape[:2]:
+        if seg.ndim != 2:
+            return (f'{seg_path}: label map has {seg.shape[2]} channels (a color PNG?); labels '
+                    f'must be one channel of class indices (a palette or grayscale PNG)')
+        # Before any resize the image has its original size; evaluation pipelines load the
+        # labels after resizing the image, so there they must have the original size.
+        ori = tuple(results.get('ori_shape') or img.shape[:2])[:2]
+        if seg.shape[:2] != img.shape[:2] and seg.shape[:2] != ori:
             return (f'{seg_path}: label map is {seg.shape[0]}x{seg.shape[1]} but image '
-                    f'{img_path} is {img.shape[0]}x{img.shape[1]}')
+                    f'{img_path} is {ori[0]}x{ori[1]}')
         labels = np.unique(seg)
         bad = labels[((labels < 0) | (labels >= self.num_classes)) & (labels != self.ignore_index)]
         if bad.size:
+            reduced = ', after reduce_zero_label' if results.get('reduce_zero_label') else ''
             return (f'{seg_path}: labels {bad.tolist()[:10]} are outside the class range '
-                    f'0..{self.num_classes - 1} (ignore index {self.ignore_index})')
+                    f'0..{self.num_classes - 1} of num_classes={self.num_classes} (ignore index '
+                    f'{self.ignore_index}{reduced})')
         return None
 
     def transform(self, results: dict) -> Optional[dict]:

@@ -16,6 +16,45 @@ def register_toolbox(cfg, config_path, parser):
     return scope
 
 
+_MISSING = object()
+
+
+def _lookup(cfg, key: str):
+    node = cfg
+    for part in key.split('.'):
+        if (isinstance(node, dict) or hasattr(node, 'get') and hasattr(node, 'keys')) \
+                and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def check_cfg_options(cfg, options: dict, config_path: str, parser) -> None:
+    """A ``--cfg-options`` value that cannot be what the config has there (``abc`` for an
+    int) is an error naming the key, before anything is built (the runner would fail later
+    with ``invalid literal for int()`` naming nothing)."""
+    for key, value in options.items():
+        old = _lookup(cfg, key)
+        if old is _MISSING or old is None or not isinstance(value, str):
+            continue
+        for kind in (bool, int, float):
+            if type(old) is kind:
+                try:
+                    if kind is bool:
+                        ok = value.lower() in ('true', 'false')
+                    else:
+                        kind(value)
+                        ok = True
+                except ValueError:
+                    ok = False
+                if not ok:
+                    parser.error(f'--cfg-options {key}={value}: {key} is {kind.__name__} in '
+                                 f'{config_path} ({old!r}); {value!r} is not one')
+
+
 def load_config(args, parser):
     """Safe checkpoint loading on, the config with ``--cfg-options`` and the launcher applied,
     its toolbox registered and ``work_dir`` resolved (command line > config >
@@ -26,7 +65,12 @@ def load_config(args, parser):
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        check_cfg_options(cfg, args.cfg_options, args.config, parser)
+        try:
+            cfg.merge_from_dict(args.cfg_options)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            keys = ', '.join(args.cfg_options)
+            parser.error(f'--cfg-options ({keys}) do not fit {args.config}: {e}')
     scope = register_toolbox(cfg, args.config, parser)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

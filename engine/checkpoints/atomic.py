@@ -9,7 +9,10 @@
       default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1000,
                                            backend_args=dict(backend='atomic_local')))
 
-* :func:`atomic_write` / :func:`atomic_torch_save`: the same for any file we write ourselves.
+* :func:`atomic_write` / :func:`_atomic_torch_save`: the same for any file we write ourselves.
+
+Files get the permissions a plain ``open(path, 'wb')`` gives (``0o666`` less the umask, or
+those of the file replaced), as mmengine's own writes do.
 """
 from __future__ import annotations
 
@@ -25,18 +28,45 @@ from mmengine.fileio import LocalBackend, register_backend
 TMP_SUFFIX = '.partial'
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(filepath: str) -> int:
+    """The permissions a plain ``open(filepath, 'wb')`` would leave: those of the file it
+    replaces, or ``0o666`` less the umask for a new file (``mkstemp`` creates 0600 files,
+    which would hide checkpoints from the rest of a team on a shared cluster)."""
+    try:
+        return os.stat(filepath).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_current_umask()
+
+
 def atomic_write(filepath: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
     """Write ``filepath`` atomically: ``write(f)`` fills a temporary file in the same folder,
-    which is fsynced and renamed over the target only once complete."""
+    which is fsynced and renamed over the target only once complete. The result has the
+    permissions ``open(filepath, 'wb')`` would give it (the umask's, or the replaced file's)."""
     filepath = str(filepath)
     folder = osp.dirname(osp.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
+    mode = _final_mode(filepath)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(filepath)}.',
                                suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
     except BaseException:
@@ -75,18 +105,5 @@ class AtomicLocalBackend(LocalBackend):
 
 
 def _atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the target folder, fsync, then rename into place."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda f: torch.save(obj, f))

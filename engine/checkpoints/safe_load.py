@@ -47,7 +47,7 @@ import logging
 import os
 import os.path as osp
 import pickle
-import tempfile
+import zipfile
 from collections import OrderedDict
 from typing import Any, Callable, List
 
@@ -55,7 +55,9 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
 
-from backbones.checkpoint import CheckpointError
+from backbones.checkpoint import CheckpointError, describe_unreadable, refused_global
+
+from .atomic import atomic_write
 
 __all__ = ['register_mmengine_safe_globals', 'patch_mmengine_checkpoint_loading',
            'make_checkpoint_weights_only_safe', 'restore_history_buffers',
@@ -204,34 +206,56 @@ def restore_history_buffers(checkpoint: Any) -> Any:
 
 
 def _refused(source: str, err: pickle.UnpicklingError) -> CheckpointError:
-    # torch wraps the unpickler's reason in advice about weights_only=False: keep the reason.
-    text = str(err).split('WeightsUnpickler error:', 1)[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()
-             and not line.strip().startswith(('Weights only load failed', 'Check the documentation',
-                                              '(1) ', '(2) '))]
-    detail = lines[0].split(' Please use ')[0] if lines else type(err).__name__
+    detail = refused_global(err)
+    if not detail.startswith('the global'):  # not a refused global: a file of another kind
+        return CheckpointError(describe_unreadable(source, err))
     return CheckpointError(
-        f'Refused to load checkpoint {source}: its pickle needs something outside the '
-        f'weights-only set ({detail}). Unpickling it could run code from the file, so it is not '
-        f'loaded. If you trust its source, rewrite it once and use the copy: a training '
+        f'Refused to load checkpoint {source}: its pickle names {detail}. Only tensors, plain '
+        f'containers and what MMEngine itself writes are loaded (weights_only). If you trust its '
+        f'source, rewrite it once and use the copy: a training '
         f'checkpoint with `python -c "from engine.checkpoints.safe_load import resave_weights_only_safe; '
         f'resave_weights_only_safe(\'{source}\', \'OUT.pth\', trust_pickle=True)"`, backbone '
         f'weights with `python tools/model_converters/internvit2mmseg.py {source} '
         f'OUT.safetensors --trust-pickle`.')
 
 
-def load_from_local_weights_only(filename: str, map_location=None):
+def check_finite_state_dict(checkpoint: Any, source: str) -> None:
+    """Refuse model weights holding NaN or Inf (a diverged run's checkpoint, a corrupt file),
+    naming the file and the first tensors."""
+    sd = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(sd, dict):
+        return
+    bad = [k for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f'{source}: {len(bad)} weight tensors hold NaN or Inf ({", ".join(bad[:5])}'
+            f'{" ..." if len(bad) > 5 else ""}): the run that wrote it had diverged, or the file '
+            f'is corrupt; refusing to load it')
+
+
+def load_from_local_weights_only(filename: str, map_location=None, peek: bool = False):
     """Replacement for MMEngine's ``load_from_local``: ``torch.load(weights_only=True)`` with
     the MMEngine allow-list, HistoryBuffers restored, and a :class:`CheckpointError` naming the
-    file when its pickle is refused."""
+    file when its pickle is refused (naming the global), when it is not a readable torch file
+    (empty, truncated, safetensors, a Git LFS pointer ...) or when its weights hold NaN/Inf.
+    ``peek=True`` memory-maps a zip-format file and skips the NaN/Inf check: the structure is
+    read without the tensor data (for up-front checks)."""
     filename = osp.expanduser(filename)
+    if osp.isdir(filename):
+        raise CheckpointError(f'{filename} is a directory, not a checkpoint file')
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
     register_mmengine_safe_globals()
     try:
-        checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(filename, map_location=map_location, weights_only=True,
+                                mmap=peek and zipfile.is_zipfile(filename))
     except pickle.UnpicklingError as e:
         raise _refused(filename, e) from None
+    except (EOFError, RuntimeError, KeyError, ValueError, IndexError, UnicodeDecodeError) as e:
+        raise CheckpointError(describe_unreadable(filename, e)) from None
+    if not peek:
+        check_finite_state_dict(checkpoint, filename)
     return restore_history_buffers(checkpoint)
 
 
@@ -287,23 +311,16 @@ def resave_weights_only_safe(src: str, dst: str, trust_pickle: bool = False) -> 
 
     ``src`` is read with ``weights_only=True`` (plus the MMEngine allow-list) unless
     ``trust_pickle=True``, which unpickles it fully: only for files from a source you trust.
-    ``dst`` is written through a temporary file in its folder and renamed into place.
+    ``dst`` is written with :func:`~engine.checkpoints.atomic.atomic_write`.
     """
     if trust_pickle:
-        checkpoint = torch.load(src, map_location='cpu', weights_only=False)
+        try:
+            checkpoint = torch.load(src, map_location='cpu', weights_only=False)
+        except (EOFError, RuntimeError, KeyError, ValueError, IndexError) as e:
+            raise CheckpointError(describe_unreadable(src, e)) from None
     else:
         checkpoint = load_from_local_weights_only(src, map_location='cpu')
     if isinstance(checkpoint, dict):
         make_checkpoint_weights_only_safe(checkpoint)
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst) + '.', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(dst, lambda f: torch.save(checkpoint, f))
     return checkpoint

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os.path as osp
 import pickle
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 
 from .atomic import _atomic_torch_save
 from .formats import EXTRA_FILE, is_deepspeed_checkpoint, is_sharded_checkpoint
-from .safe_load import load_from_local_weights_only
+from .safe_load import load_from_local_weights_only, register_mmengine_safe_globals
 
 # What the ``.metadata`` pickle of a torch.distributed.checkpoint folder may name: DCP's own
 # metadata classes, torch.Size, dtypes and layouts, paths. Anything else (os.system, eval, ...)
@@ -109,7 +110,7 @@ def _load_extra(path: str) -> dict:
     return load_from_local_weights_only(extra_file, map_location='cpu')
 
 
-def consolidate_checkpoint(src: str, dst: str) -> dict:
+def consolidate_checkpoint(src: str, dst: str, trust_pickle: bool = False) -> dict:
     """Turn a sharded checkpoint folder into one mmengine checkpoint file.
 
     ``src`` is a folder written by :class:`FSDP2Strategy` (``torch.distributed.checkpoint``) or
@@ -120,16 +121,17 @@ def consolidate_checkpoint(src: str, dst: str) -> dict:
     model), which ``mmengine.runner.load_checkpoint``, the plain ``Runner`` and
     ``tools/test.py`` load.
 
-    Note: the ``.metadata`` pickle of an FSDP2 folder is read through an allow-list of DCP's
-    metadata classes (:func:`safe_dcp_reader`), but DeepSpeed's files are pickles that
-    DeepSpeed loads with ``weights_only=False``: only consolidate DeepSpeed folders you (or
-    someone you trust) wrote.
+    Nothing in ``src`` can run code: the ``.metadata`` pickle of an FSDP2 folder is read through
+    an allow-list of DCP's metadata classes (:func:`safe_dcp_reader`), DeepSpeed's files with
+    ``weights_only=True`` and an allow-list of what DeepSpeed and MMEngine write there
+    (:func:`_deepspeed_safe_globals`); a file naming anything else is refused, by name, before
+    anything is unpickled, unless ``trust_pickle`` (DeepSpeed folders only).
 
     Returns:
         dict: What was written.
     """
     if is_deepspeed_checkpoint(src):
-        state_dict, meta = _read_deepspeed_folder(src)
+        state_dict, meta = _read_deepspeed_folder(src, trust_pickle)
     elif is_sharded_checkpoint(src):
         from torch.distributed.checkpoint.state_dict_loader import (
             _load_state_dict_from_keys,
@@ -150,23 +152,137 @@ def consolidate_checkpoint(src: str, dst: str) -> dict:
     return out
 
 
-def _read_deepspeed_folder(src: str) -> Tuple[dict, dict]:
-    """Float32 weights and MMEngine's ``meta`` of a DeepSpeed checkpoint folder (trusted)."""
+def _deepspeed_safe_globals() -> list:
+    """What DeepSpeed 0.19 pickles into a checkpoint folder beyond tensors and containers.
+
+    Found by saving ZeRO-1/2/3 folders with ``DeepSpeedZeroStrategy`` on 2 CPU processes and
+    listing the pickles' globals (``pickletools``):
+
+    * ``*_optim_states.pt``: the optimizer's loss scaler (``LossScaler``; ``DynamicLossScaler``
+      under fp16), the ZeRO stage (``ZeroStageEnum``) and, for ZeRO 1/2, the slice mappings of
+      the flat groups (``fragment_address``, a dataclass of two ints).
+    * ``*_model_states.pt``: the module, ``param_shapes`` (``OrderedDict`` of ``torch.Size``) and
+      the DeepSpeed config (plain), plus MMEngine's client state: ``meta``, ``message_hub``
+      (``HistoryBuffer``, numpy arrays and scalars: :func:`register_mmengine_safe_globals`, as
+      MMEngine's ``DeepSpeedStrategy`` ignores the save callback that sanitises them),
+      ``param_schedulers`` and ``optim_wrapper`` (plain).
+
+    None of these runs code when unpickled: the classes are instantiated without calling
+    ``__init__`` and filled from plain state, the enum is looked up by value.
+    """
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def _load_deepspeed_files(src: str, files: List[str], trust_pickle: bool) -> List[dict]:
+    """Load the pickles of a DeepSpeed folder: with ``weights_only=True`` and the allow-list of
+    :func:`_deepspeed_safe_globals` plus MMEngine's; every file is checked (statically, nothing
+    unpickled) before any is loaded, and one naming anything else is refused, by name, unless
+    ``trust_pickle``."""
+    from backbones.checkpoint import CheckpointError, describe_unreadable, refused_global
+    register_mmengine_safe_globals()
+    safe = _deepspeed_safe_globals()
+    with torch.serialization.safe_globals(safe):
+        if not trust_pickle:
+            for path in files:
+                try:
+                    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                except (ValueError, RuntimeError, EOFError, KeyError) as e:
+                    raise CheckpointError(describe_unreadable(path, e)) from None
+                # torch lists the names as the file spells them; ours are registered under
+                # their Python 3 names (the HistoryBuffer statistics look-up as builtins.getattr)
+                unsafe = [g for g in unsafe if g != '__builtin__.getattr']
+                if unsafe:
+                    described = '; '.join(refused_global(pickle.UnpicklingError(
+                        f'GLOBAL {g} was not an allowed global')) for g in sorted(unsafe))
+                    raise CheckpointError(
+                        f'Refused to read the DeepSpeed checkpoint folder {src}: {path} names '
+                        f'{described}. DeepSpeed {_ds_version()} and MMEngine write none of '
+                        f'these; nothing was unpickled. Only if you wrote this folder yourself '
+                        f'(or trust who did), pass --trust-pickle.')
+        out = []
+        for path in files:
+            try:
+                out.append(torch.load(path, map_location='cpu', weights_only=not trust_pickle))
+            except pickle.UnpicklingError as e:
+                raise CheckpointError(f'Refused to read {path}: its pickle names '
+                                      f'{refused_global(e)}. Only if you trust who wrote '
+                                      f'{src}, pass --trust-pickle.') from None
+            except (EOFError, RuntimeError, KeyError, ValueError, IndexError) as e:
+                raise CheckpointError(describe_unreadable(path, e)) from None
+    return out
+
+
+def _ds_version() -> str:
     try:
-        from deepspeed.utils.zero_to_fp32 import (
-            get_fp32_state_dict_from_zero_checkpoint,
-        )
+        import deepspeed
+        return deepspeed.__version__
+    except ImportError:
+        return '(not installed)'
+
+
+def _read_deepspeed_folder(src: str, trust_pickle: bool = False) -> Tuple[dict, dict]:
+    """Float32 weights and MMEngine's ``meta`` of a DeepSpeed ZeRO 1/2/3 checkpoint folder.
+
+    DeepSpeed's own reader (``zero_to_fp32``) unpickles the folder's files with
+    ``weights_only=False``: a crafted folder would run code. The files are loaded here with
+    :func:`_load_deepspeed_files` (weights-only and an allow-list) and handed, already loaded,
+    to ``zero_to_fp32``'s reconstruction of the flat float32 partitions."""
+    try:
+        from deepspeed.checkpoint import constants as C
+        from deepspeed.utils import zero_to_fp32 as z
     except ImportError as e:
         raise ImportError(f'{src} is a DeepSpeed checkpoint; reading it needs the deepspeed '
                           f'package ({e})') from e
-    folder, tag = osp.split(osp.abspath(src))
-    state_dict = get_fp32_state_dict_from_zero_checkpoint(folder, tag=tag)
+    model_files = sorted(glob.glob(osp.join(src, '*_model_states.pt')), key=z.natural_keys)
+    optim_files = sorted(glob.glob(osp.join(src, '*_optim_states.pt')), key=z.natural_keys)
+    if not optim_files:
+        raise FileNotFoundError(f'{src}: no *_optim_states.pt (a DeepSpeed folder saved without '
+                                f'its optimizer holds no float32 weights to consolidate)')
+    model_states = _load_deepspeed_files(src, model_files, trust_pickle)
+    optim_states = _load_deepspeed_files(src, optim_files, trust_pickle)
+    for state in optim_states:
+        state[C.OPTIMIZER_STATE_DICT].pop('optimizer_state_dict', None)  # moments: not needed
+    osd = optim_states[0][C.OPTIMIZER_STATE_DICT]
+    if C.ZERO_STAGE not in osd:
+        raise ValueError(f'{optim_files[0]} is not a ZeRO checkpoint file')
+    stage = int(osd[C.ZERO_STAGE])
+    world_size = osd[C.PARTITION_COUNT]
+    world_size = max(world_size) if isinstance(world_size, list) else world_size
+    if world_size != len(optim_files):
+        raise ValueError(f'{src}: {len(optim_files)} *_optim_states.pt files for a world size '
+                         f'of {world_size} (a rank did not save, or an old save was overwritten)')
+    if stage not in (1, 2, 3):
+        raise ValueError(f'{src}: ZeRO stage {stage}; stages 1, 2 and 3 are supported')
+    zero_model_states = []
+    for path, state in zip(model_files, model_states):
+        if C.BUFFER_NAMES not in state:
+            raise ValueError(f'{path} is not a DeepSpeed model state file')
+        zero_model_states.append(z.zero_model_state(
+            buffers={k: v.float() if v.is_floating_point() else v
+                     for k, v in state['module'].items() if k in state[C.BUFFER_NAMES]},
+            param_shapes=state[C.PARAM_SHAPES],
+            shared_params=[[k, v] for k, v in state['shared_params'].items()],
+            ds_version=state.get(C.DS_VERSION),
+            frozen_param_shapes=state.get(C.FROZEN_PARAM_SHAPES),
+            frozen_param_fragments=state.get(C.FROZEN_PARAM_FRAGMENTS)))
+    key = C.SINGLE_PARTITION_OF_FP32_GROUPS if stage <= 2 else C.FP32_FLAT_GROUPS
+    flat_groups = [state[C.OPTIMIZER_STATE_DICT][key] for state in optim_states]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        # (zero_to_fp32 prints its progress)
+        if stage <= 2:
+            lazy = z._get_fp32_state_dict_from_zero2_checkpoint(
+                world_size, flat_groups, zero_model_states, False,
+                osd.get(C.PARAM_ALIGNMENT_PADDINGS))
+        else:
+            lazy = z._get_fp32_state_dict_from_zero3_checkpoint(
+                world_size, flat_groups, zero_model_states, False)
+        state_dict = z.to_torch_tensor(lazy)
     state_dict = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
                   for k, v in state_dict.items()}
-    model_states = sorted(glob.glob(osp.join(src, '*model_states.pt')))[0]
-    # DeepSpeed keeps MMEngine's extra state (meta, message hub, schedulers) in this pickle
-    # next to its own objects; DeepSpeed itself loads it the same way.
-    client = torch.load(model_states, map_location='cpu', weights_only=False)
+    client = model_states[0]
     # zero_to_fp32 rebuilds what the optimizer trained (and buffers); frozen parameters are
     # only in the module state DeepSpeed saved (in its low precision; empty under ZeRO-3
     # unless DeepSpeed kept their fragments).

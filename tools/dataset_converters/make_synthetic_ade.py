@@ -2,7 +2,9 @@
 """Write a small synthetic dataset in the ADE20K layout, for demos and tests.
 
     python tools/dataset_converters/make_synthetic_ade.py data/synthetic_ade \
-        --num-train 500 --num-val 50 --size 128 --num-classes 4 --seed 0
+        --num-train 500 --num-val 50 --size 128 --num-classes 4 --seed 0 [--overwrite]
+
+OUT_DIR must be empty or absent: ``--overwrite`` replaces a dataset this tool wrote there.
 
 Layout (as ``ADEChallengeData2016``)::
 
@@ -26,6 +28,8 @@ import argparse
 import json
 import os
 import os.path as osp
+import shutil
+import sys
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -60,6 +64,31 @@ def class_palette(num_classes: int) -> List[List[int]]:
     base = [[128, 128, 128], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
             [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]]
     return base[:num_classes]
+
+
+def prepare_out_dir(out_dir: str, owned: Sequence[str], overwrite: bool) -> None:
+    """Refuse a non-empty ``out_dir`` unless ``overwrite``, which first removes what an earlier
+    run wrote there (``owned``: the entries this maker writes). Anything else in the folder is
+    never removed: the folder is refused, naming it (a mistyped path such as ``data``)."""
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise FileExistsError(f'{out_dir} is a file, not a folder')
+    entries = sorted(os.listdir(out_dir)) if osp.isdir(out_dir) else []
+    if not entries:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f'{out_dir} is not empty ({", ".join(entries[:5])}{" ..." if len(entries) > 5 else ""}'
+            f'): writing into it would mix two datasets; pass --overwrite to replace it, or '
+            f'choose an empty folder')
+    foreign = [e for e in entries if e not in owned]
+    if foreign:
+        raise FileExistsError(
+            f'{out_dir} holds {", ".join(foreign[:5])}{" ..." if len(foreign) > 5 else ""}, which '
+            f'this tool does not write: --overwrite replaces only a dataset it wrote '
+            f'({", ".join(owned)}); remove those yourself or choose another folder')
+    for e in entries:
+        path = osp.join(out_dir, e)
+        shutil.rmtree(path) if osp.isdir(path) and not osp.islink(path) else os.remove(path)
 
 
 # --------------------------------------------------------------------------- drawing
@@ -177,11 +206,19 @@ def write_split(out_dir: str, split: str, num: int, size: int, num_classes: int,
 
 
 def make_dataset(out_dir: str, num_train: int = 500, num_val: int = 50, size: int = 128,
-                 num_classes: int = 4, seed: int = 0) -> Dict[str, object]:
-    """Write the dataset and return its metainfo (``classes``, ``palette``)."""
+                 num_classes: int = 4, seed: int = 0,
+                 overwrite: bool = False) -> Dict[str, object]:
+    """Write the dataset and return its metainfo (``classes``, ``palette``).
+
+    ``out_dir`` must be empty or absent; ``overwrite=True`` first removes a dataset this
+    function wrote there (see :func:`prepare_out_dir`)."""
     names = class_names(num_classes)
     if size < 32:
         raise ValueError(f'--size must be at least 32, got {size}')
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f'--num-train and --num-val must not be negative, got {num_train} and '
+                         f'{num_val}')
+    prepare_out_dir(out_dir, ('images', 'annotations', 'classes.json'), overwrite)
     write_split(out_dir, 'training', num_train, size, num_classes, seed)
     write_split(out_dir, 'validation', num_val, size, num_classes, seed)
     meta = dict(classes=names, palette=class_palette(num_classes), num_train=num_train,
@@ -200,13 +237,18 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
     parser.add_argument('--num-classes', type=int, default=4,
                         help=f'classes including the background, 2..{MAX_CLASSES}')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the dataset an earlier run wrote into OUT_DIR')
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] = None) -> None:
     args = parse_args(argv)
-    meta = make_dataset(args.out_dir, args.num_train, args.num_val, args.size,
-                        args.num_classes, args.seed)
+    try:
+        meta = make_dataset(args.out_dir, args.num_train, args.num_val, args.size,
+                            args.num_classes, args.seed, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as e:
+        sys.exit(f'error: {e}')
     print(f'wrote {args.num_train} training and {args.num_val} validation images '
           f'({args.size}x{args.size}, classes {meta["classes"]}) to {args.out_dir}')
 

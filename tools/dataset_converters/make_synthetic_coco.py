@@ -2,7 +2,9 @@
 """Write a small synthetic COCO-format instance segmentation dataset, for demos and tests.
 
     python tools/dataset_converters/make_synthetic_coco.py data/synthetic_coco \
-        --num-train 400 --num-val 50 --size 128 --seed 0
+        --num-train 400 --num-val 50 --size 128 --seed 0 [--overwrite]
+
+OUT_DIR must be empty or absent: ``--overwrite`` replaces a dataset this tool wrote there.
 
 Layout (as COCO 2017, with ``train``/``val`` for ``train2017``/``val2017``)::
 
@@ -28,6 +30,8 @@ import argparse
 import json
 import os
 import os.path as osp
+import shutil
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,6 +43,31 @@ PALETTE: Tuple[Tuple[int, int, int], ...] = ((230, 25, 75), (60, 180, 75), (0, 1
                                              (245, 130, 48))
 SPLITS = {'train': 0, 'val': 1}
 MAX_OBJECTS = 4
+
+
+def prepare_out_dir(out_dir: str, owned: Sequence[str], overwrite: bool) -> None:
+    """Refuse a non-empty ``out_dir`` unless ``overwrite``, which first removes what an earlier
+    run wrote there (``owned``: the entries this maker writes). Anything else in the folder is
+    never removed: the folder is refused, naming it (a mistyped path such as ``data``)."""
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise FileExistsError(f'{out_dir} is a file, not a folder')
+    entries = sorted(os.listdir(out_dir)) if osp.isdir(out_dir) else []
+    if not entries:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f'{out_dir} is not empty ({", ".join(entries[:5])}{" ..." if len(entries) > 5 else ""}'
+            f'): writing into it would mix two datasets; pass --overwrite to replace it, or '
+            f'choose an empty folder')
+    foreign = [e for e in entries if e not in owned]
+    if foreign:
+        raise FileExistsError(
+            f'{out_dir} holds {", ".join(foreign[:5])}{" ..." if len(foreign) > 5 else ""}, which '
+            f'this tool does not write: --overwrite replaces only a dataset it wrote '
+            f'({", ".join(owned)}); remove those yourself or choose another folder')
+    for e in entries:
+        path = osp.join(out_dir, e)
+        shutil.rmtree(path) if osp.isdir(path) and not osp.islink(path) else os.remove(path)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -175,12 +204,17 @@ def write_split(out_dir: str, split: str, num: int, size: int, seed: int) -> dic
 
 
 def make_dataset(out_dir: str, num_train: int = 400, num_val: int = 50, size: int = 128,
-                 seed: int = 0) -> Dict[str, dict]:
-    """Write both splits; returns ``{'train': coco_dict, 'val': coco_dict}``."""
+                 seed: int = 0, overwrite: bool = False) -> Dict[str, dict]:
+    """Write both splits; returns ``{'train': coco_dict, 'val': coco_dict}``.
+
+    ``out_dir`` must be empty or absent; ``overwrite=True`` first removes a dataset this
+    function wrote there (see :func:`prepare_out_dir`)."""
     if size < 32:
         raise ValueError(f'--size must be at least 32, got {size}')
     if num_train < 0 or num_val < 0:
-        raise ValueError('--num-train and --num-val must not be negative')
+        raise ValueError(f'--num-train and --num-val must not be negative, got {num_train} and '
+                         f'{num_val}')
+    prepare_out_dir(out_dir, ('train', 'val', 'annotations'), overwrite)
     return {split: write_split(out_dir, split, n, size, seed)
             for split, n in (('train', num_train), ('val', num_val))}
 
@@ -192,12 +226,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--size', type=int, default=128, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the dataset an earlier run wrote into OUT_DIR')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    out = make_dataset(args.out_dir, args.num_train, args.num_val, args.size, args.seed)
+    try:
+        out = make_dataset(args.out_dir, args.num_train, args.num_val, args.size, args.seed,
+                           overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as e:
+        sys.exit(f'error: {e}')
     print(f"wrote {args.num_train} training images ({len(out['train']['annotations'])} "
           f"objects) and {args.num_val} validation images ({len(out['val']['annotations'])} "
           f"objects), {args.size}x{args.size}, categories {list(CLASSES)}, to {args.out_dir}")
