@@ -282,9 +282,11 @@ class InternViT(BaseModule):
         return block(x, hw)
 
     def tokens_to_map(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """(B, prefix + h*w, C) tokens -> float32 (B, C, h, w), cls token dropped."""
+        """(B, prefix + h*w, C) tokens -> float32 (B, C, h, w), cls token dropped, contiguous
+        NCHW (a transposed view would reach mmcv's RoIAlign, which reads raw NCHW memory)."""
         B, _, C = x.shape
-        return x[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, C, hw[0], hw[1]).float()
+        x = x[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, C, hw[0], hw[1])
+        return x.float().contiguous()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x, hw = self.prepare_tokens(x)
