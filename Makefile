@@ -15,8 +15,14 @@ setup:
 demo: $(STAMP)
 	$(PY) tools/demo.py
 
+# -rs: say why each skipped test was skipped (no GPU, no flash-attn, ...)
 test: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -rs
 
+# the same without the end-to-end tests marked slow (about a third of the time)
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -q -m "not slow"
+	$(PY) -m pytest tests -q -rs -m "not slow"
+
+# remove what `make demo` wrote (the synthetic dataset and the demo's work dir)
+clean-demo:
+	rm -rf data/synthetic_ade work_dirs/demo

@@ -3,6 +3,7 @@
 # starts GPUS processes of SCRIPT on this node with torchrun (multi-node through NNODES,
 # NODE_RANK, MASTER_ADDR and PORT; defaults: 1 node, rank 0, 127.0.0.1, 29500), after checking
 # that the node has that many GPUs (ALLOW_CPU_PROCESSES=1 skips the check: gloo on the CPU).
+# PYTHON names the interpreter (default: python, e.g. that of an activated .venv).
 torchrun_on_node() {
     local gpus=$1
     shift
@@ -15,10 +16,19 @@ torchrun_on_node() {
         echo "error: GPUS must be a positive integer, got '$gpus'" >&2
         exit 2
     fi
-    local available
-    available=$("$python" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+    local available err
+    if ! available=$("$python" -c 'import torch; print(torch.cuda.device_count())' 2>&1); then
+        err=$(printf '%s\n' "$available" | tail -n 3)
+        echo "error: '$python' cannot import torch:" >&2
+        echo "$err" >&2
+        echo "Activate the environment first (source .venv/bin/activate) or set PYTHON, e.g." \
+             "PYTHON=.venv/bin/python $0 ..." >&2
+        exit 2
+    fi
+    available=$(printf '%s\n' "$available" | tail -n 1)
     if [ "$gpus" -gt "$available" ] && [ "${ALLOW_CPU_PROCESSES:-0}" != 1 ]; then
-        echo "error: asked for $gpus GPUs on this node but $available are available" >&2
+        echo "error: asked for $gpus GPUs on this node but $available are available" \
+             "(ALLOW_CPU_PROCESSES=1 starts $gpus CPU processes talking over gloo instead)" >&2
         exit 2
     fi
 

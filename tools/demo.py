@@ -7,8 +7,11 @@
    to the config's ``data_root`` (``data/synthetic_ade``) unless it is already there;
 2. trains the demo config through MMEngine's Runner (mmseg's EncoderDecoder, our InternViT and
    SimpleFeaturePyramid, mmseg's UPerHead), evaluating with mmseg's IoUMetric at the end;
-3. prints the mIoU and writes prediction overlays (image | ground truth | prediction) of
-   validation images to ``WORK_DIR/vis``.
+3. prints the mIoU and writes prediction overlays of validation images to ``WORK_DIR/vis``:
+   titled panels (image | ground truth | prediction) with a legend of the class colours.
+
+The terminal shows the progress lines and the result; the runner's start-up report (environment,
+config, hook order) goes to the log file only (tools/_quiet.py).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import numpy as np  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 
+from tools._threads import add_threads_argument  # noqa: E402
+
 DEFAULT_CONFIG = 'configs/demo/upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py'
 
 
@@ -44,26 +49,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--size', type=int, default=128)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-vis', type=int, default=8, help='overlays to write')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch intra-op threads (default: OMP_NUM_THREADS if set, else '
-                             'one less than the CPU count, leaving a core to the data loader)')
+    add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
 def set_threads(threads: Optional[int]) -> int:
-    """Intra-op threads for training: ``threads``, else OMP_NUM_THREADS, else CPUs - 1.
+    """Intra-op threads for training: ``threads``, else OMP_NUM_THREADS, else the free cores
+    less one for the data loader (tools/_threads.py).
 
     On a 2-core machine two OpenMP threads plus the data-loading worker oversubscribe the
     cores, and OpenMP's spinning barriers then make every small op of the tiny model 10-30x
     slower (measured: 0.08 s per iteration idle, 1-4 s with other work running).
     """
-    import torch
-    if threads is None:
-        if os.environ.get('OMP_NUM_THREADS'):
-            return torch.get_num_threads()
-        threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
-    torch.set_num_threads(threads)
-    return threads
+    from tools._threads import set_threads as _set
+    return _set(threads)[0]
 
 
 def ensure_dataset(data_root: str, num_classes: int, args: argparse.Namespace) -> bool:
@@ -98,21 +97,17 @@ class MetricsHook(Hook):
         self.metrics = dict(metrics or {})
 
 
-def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W) labels 0..K-1 (255 ignored: black) -> (H, W, 3) uint8."""
-    out = np.zeros(label.shape + (3, ), np.uint8)
-    valid = label < len(palette)
-    out[valid] = palette[label[valid]]
-    return out
-
-
 def write_overlays(model, cfg: Config, data_root: str, out_dir: str, num: int) -> int:
-    """Image | ground truth | prediction overlays of the first ``num`` validation images."""
+    """Image | ground truth | prediction overlays of the first ``num`` validation images,
+    titled, with a legend of the classes shown (tools/_drawing.py)."""
     from mmseg.apis import inference_model
     from PIL import Image
 
+    from tools._drawing import draw_segmentation
+
     os.makedirs(out_dir, exist_ok=True)
     palette = np.asarray(cfg.metainfo['palette'], np.uint8)
+    classes = list(cfg.metainfo['classes'])
     img_dir = osp.join(data_root, 'images', 'validation')
     ann_dir = osp.join(data_root, 'annotations', 'validation')
     model.cfg = cfg
@@ -125,16 +120,16 @@ def write_overlays(model, cfg: Config, data_root: str, out_dir: str, num: int) -
         img = np.asarray(Image.open(img_path).convert('RGB'))
         gt = np.asarray(Image.open(osp.join(ann_dir, name[:-4] + '.png'))).astype(np.int64)
         gt = np.where(gt == 0, 255, gt - 1)  # reduce_zero_label: 0 -> ignore, k -> k - 1
-        panels = [img] + [(0.45 * img + 0.55 * colorize(lab, palette)).astype(np.uint8)
-                          for lab in (gt, pred)]
-        Image.fromarray(np.concatenate(panels, axis=1)).save(
-            osp.join(out_dir, name[:-4] + '.png'))
+        drawn = draw_segmentation(img, pred, classes, palette, gt=gt)
+        Image.fromarray(drawn).save(osp.join(out_dir, name[:-4] + '.png'))
     return len(names)
 
 
 def main(argv=None) -> Dict[str, float]:
     args = parse_args(argv)
     t0 = time.time()
+    from tools._quiet import quiet_upstream_warnings
+    quiet_upstream_warnings()
     threads = set_threads(args.threads)
     from mmengine.runner import Runner
     from mmseg.utils import register_all_modules

@@ -22,6 +22,7 @@ if ROOT not in sys.path:  # run from a checkout that is not pip-installed
 from mmengine.config import DictAction  # noqa: E402
 
 from tools._cli import SCOPES, build_runner, load_config, register_toolbox  # noqa: E402,F401
+from tools._threads import add_threads_argument, prepare_process  # noqa: E402
 
 VIS_HOOKS = {'mmseg': 'SegVisualizationHook', 'mmdet': 'DetVisualizationHook'}
 VISUALIZERS = {'mmseg': 'SegLocalVisualizer', 'mmdet': 'DetLocalVisualizer'}
@@ -53,6 +54,7 @@ def parse_args(argv=None):
                              '(default: such a checkpoint is an error naming the keys)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    add_threads_argument(parser)
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -96,8 +98,9 @@ def trigger_visualization_hook(cfg, args, scope):
         cfg.visualizer = dict(type=VISUALIZERS[scope], name='visualizer',
                               vis_backends=[dict(type='LocalVisBackend')])
     if args.show_dir:
-        if scope == 'mmseg':  # SegLocalVisualizer writes to <save_dir>/vis_data/vis_image
-            cfg.visualizer['save_dir'] = args.show_dir
+        if scope == 'mmseg':  # every image, as <show_dir>/<image stem>.png, with a legend
+            from tools._drawing import show_every_image
+            show_every_image(cfg, hook, args.show_dir)
         else:  # DetVisualizationHook joins it to <work_dir>/<timestamp> unless absolute
             hook['test_out_dir'] = osp.abspath(args.show_dir)
 
@@ -118,6 +121,7 @@ def enable_tta(cfg, config_path, scope, parser):
 
 def main(argv=None):
     parser, args = parse_args(argv)
+    prepare_process(args.threads)  # CPU threads, upstream noise off (tools/_threads.py)
     cfg, scope = load_config(args, parser)
 
     cfg.load_from = args.checkpoint
@@ -142,6 +146,8 @@ def main(argv=None):
     if problems:
         parser.error('\n'.join(problems))
 
+    from tools.train import check_devices
+    check_devices(cfg, args, parser)  # CPU processes (no CUDA): gloo, as tools/train.py does
     runner = build_runner(cfg, scope)
     from backbones.checkpoint import CheckpointError
 
@@ -161,6 +167,8 @@ def main(argv=None):
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
 
     runner.test()
+    from tools._drawing import report_outputs
+    report_outputs(args.out, args.show_dir, scope)  # where --out and --show-dir wrote
 
 
 if __name__ == '__main__':

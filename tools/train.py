@@ -28,6 +28,7 @@ if ROOT not in sys.path:  # run from a checkout that is not pip-installed
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from tools._cli import SCOPES, build_runner, load_config, register_toolbox  # noqa: E402,F401
+from tools._threads import add_threads_argument, prepare_process  # noqa: E402
 
 STRATEGY_DIR = osp.join(ROOT, 'configs', '_base_', 'strategies')
 STRATEGIES = sorted(osp.splitext(f)[0] for f in os.listdir(STRATEGY_DIR) if f.endswith('.py')) \
@@ -54,6 +55,7 @@ def parse_args(argv=None):
              'configs/_base_/strategies/<name>.py (ddp: the plain Runner)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    add_threads_argument(parser)
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -267,6 +269,7 @@ def resolve_auto_resume(cfg, parser=None):
 
 def main(argv=None):
     parser, args = parse_args(argv)
+    prepare_process(args.threads)  # CPU threads, upstream noise off (tools/_threads.py)
     cfg, scope = load_config(args, parser)
 
     if args.amp:

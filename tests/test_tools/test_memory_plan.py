@@ -386,6 +386,7 @@ def test_ddp_estimate_matches_measured_peak(repo_root, tmp_path, with_cp):
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(repo_root, *DEMO))
     cfg.model.backbone.with_cp = with_cp
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'  # the step measured below runs under autocast
     facts, crop, batch = mp.facts_from_config(cfg)
     assert (crop, batch) == ((112, 112), 4)
     plan = mp.plan(facts, 'ddp', 1, overhead_gib=0)

@@ -1,11 +1,16 @@
 """Images per second and peak memory of a config's model, for inference or a training step.
 
     python tools/analysis/benchmark.py CONFIG [--shape H W] [--batch 2] [--train]
-        [--repeat 10] [--warmup 3] [--device cpu|cuda] [--amp] [--cfg-options k=v ...]
+        [--repeat 10] [--warmup 3] [--device cpu|cuda] [--amp] [--threads N]
+        [--cfg-options k=v ...]
 
 Random weights (init_cfg is dropped) and random images of the given shape; warm-up runs are
-discarded and the median of the timed runs is reported. Peak memory is
+discarded and the median of the timed runs is reported, with the CPU thread count and the
+machine's load average (CPU timings depend on both: see tools/_threads.py). Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA and the growth of the process's peak RSS on the CPU.
+Before anything is allocated, the model's size (counted on the meta device; with ``--train``
+plus gradients and AdamW states) is compared with the device's free memory: a model that cannot
+fit stops with both numbers instead of dying in the allocator.
 """
 import argparse
 import os.path as osp
@@ -18,21 +23,31 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from tools._threads import add_threads_argument, describe_machine, prepare_process  # noqa: E402
 
-def parse_args():
-    p = argparse.ArgumentParser(description='benchmark a config')
-    p.add_argument('config')
-    p.add_argument('--shape', type=int, nargs='+', default=None, help='input H W')
-    p.add_argument('--batch', type=int, default=2)
-    p.add_argument('--train', action='store_true', help='time forward + backward + step')
-    p.add_argument('--repeat', type=int, default=10)
-    p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--amp', action='store_true', help='bf16 autocast')
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='Images per second and peak memory of a config\'s model (random weights, '
+                    'random images), for inference or a training step')
+    p.add_argument('config', help='segmentation or detection config')
+    p.add_argument('--shape', type=int, nargs='+', default=None, metavar='H [W]',
+                   help='input height and width (default: the config\'s crop_size, else 512)')
+    p.add_argument('--batch', type=int, default=2, help='images per step (default 2)')
+    p.add_argument('--train', action='store_true',
+                   help='time a training step (forward, backward, AdamW step) instead of '
+                        'inference')
+    p.add_argument('--repeat', type=int, default=10, help='timed steps (default 10)')
+    p.add_argument('--warmup', type=int, default=3,
+                   help='untimed steps first (default 3)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                   help='cpu or cuda[:N] (default: cuda when available)')
+    p.add_argument('--amp', action='store_true', help='run under bf16 autocast')
+    add_threads_argument(p)
     from mmengine.config import DictAction
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                    help='key=value overrides, as in tools/train.py')
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def build_model(cfg):
@@ -77,10 +92,26 @@ def make_batch(model, cfg, batch, h, w, device):
     return model.data_preprocessor(dict(inputs=imgs, data_samples=samples), True)
 
 
-def main():
-    args = parse_args()
+def check_memory(cfg, device: str, train: bool) -> None:
+    """Stop, giving both numbers, when the model cannot fit the device's free memory."""
+    from mmengine.registry import init_default_scope
+
+    from tools.analysis._memory import GiB, build_on_meta, fits, model_bytes
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    need = model_bytes(build_on_meta(cfg.model), train=train)
+    ok, free = fits(need, device)
+    if not ok:
+        what = 'weights, gradients and AdamW states' if train else 'weights'
+        sys.exit(f'error: the model needs {need / GiB:.1f} GiB for its {what} alone, but '
+                 f'{device} has {free / GiB:.1f} GiB free: benchmark it on a larger device '
+                 f'(or count its FLOPs with tools/analysis/get_flops.py, which needs no memory)')
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if not osp.isfile(args.config):
         sys.exit(f'error: config file not found: {args.config}')
+    threads = prepare_process(args.threads)
     from mmengine.config import Config
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
@@ -90,6 +121,8 @@ def main():
         crop = cfg.get('crop_size', (512, 512))
         h, w = (crop, crop) if isinstance(crop, int) else crop
     device = torch.device(args.device)
+    check_memory(cfg, args.device, args.train)
+    machine = describe_machine()  # before our own work raises the load
     model = build_model(cfg).to(device)
     data = make_batch(model, cfg, args.batch, h, w, device)
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6) \
@@ -131,6 +164,9 @@ def main():
     mode = 'train step' if args.train else 'inference'
     print(f'{mode} {h}x{w} batch {args.batch} on {device}: {args.batch / med:.2f} img/s '
           f'(median {med * 1e3:.1f} ms of {args.repeat} runs after {args.warmup} warm-up), {mem}')
+    print(f'{threads} torch thread(s); machine: {machine} (1/5/15-minute load averages before '
+          f'the run)')
+    return args.batch / med
 
 
 if __name__ == '__main__':

@@ -1,11 +1,14 @@
 """FLOPs of a config's model (fvcore), backbone and head reported separately.
 
-    python tools/analysis/get_flops.py CONFIG [--shape H W] [--meta]
+    python tools/analysis/get_flops.py CONFIG [--shape H W] [--meta] [--cfg-options k=v ...]
 
+Prints the parameter count (all and trainable, as mmseg's get_flops does) and the FLOPs.
 Counts are multiply-adds (fvcore's convention: one "flop" per MAC); the table also shows
 2 x MACs. ``--meta`` builds the model on the meta device (no memory; for the 6B backbone),
 counting with torch's FlopCounterMode, which runs on meta tensors, instead of fvcore's
-tracer, which needs real ones. fvcore has no handle for ``scaled_dot_product_attention``; we
+tracer, which needs real ones. Without ``--meta`` the model's size is first compared with the
+free memory: a model that would not fit (the 6B backbone needs about 24 GiB in float32) is
+counted on the meta device too, and the output says so. fvcore has no handle for ``scaled_dot_product_attention``; we
 add one (2 batched matmuls: B*heads*N*N*d MACs each), otherwise the attention would be missed.
 """
 import argparse
@@ -15,6 +18,8 @@ import sys
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from tools._threads import add_threads_argument, prepare_process  # noqa: E402
 
 
 def analytic_backbone_macs(arch: dict, h: int, w: int, patch: int = 14) -> int:
@@ -64,9 +69,10 @@ def backbone_macs(backbone, h, w, meta=False):
         return fvcore_macs(backbone.eval(), (x,))[0]
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description='FLOPs (multiply-adds) of a config')
-    p.add_argument('config')
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Parameters and FLOPs (multiply-adds) of a '
+                                            'config\'s model')
+    p.add_argument('config', help='segmentation or detection config')
     p.add_argument('--shape', type=int, nargs='+', default=None,
                    help='input H W (default: the config crop size)')
     p.add_argument('--meta', action='store_true',
@@ -74,13 +80,15 @@ def parse_args():
     from mmengine.config import DictAction
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                    help='key=value overrides, as in tools/train.py')
-    return p.parse_args()
+    add_threads_argument(p)
+    return p.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     if not osp.isfile(args.config):
         sys.exit(f'error: config file not found: {args.config}')
+    prepare_process(args.threads)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(args.config)
@@ -93,6 +101,16 @@ def main():
         crop = cfg.get('crop_size', (512, 512))
         h, w = (crop, crop) if isinstance(crop, int) else crop
     model_cfg = cfg.model
+    from tools.analysis._memory import GiB, build_on_meta, fits, model_bytes, parameter_count
+    meta_model = build_on_meta(model_cfg)
+    n_params, n_trainable = parameter_count(meta_model)
+    need = model_bytes(meta_model)
+    del meta_model
+    ok, free = fits(need, 'cpu')
+    if not args.meta and not ok:
+        print(f'the model needs {need / GiB:.1f} GiB but {free / GiB:.1f} GiB are free: '
+              f'counting on the meta device (backbone only; as --meta)')
+        args.meta = True
     if args.meta:
         bb_cfg = dict(model_cfg.backbone)
         bb_cfg.pop('init_cfg', None)
@@ -110,6 +128,7 @@ def main():
         bb = per.get('model.backbone', 0)
         rows = [('backbone', bb), ('neck + heads', total - bb), ('total', total)]
     arch = getattr(cfg.model.backbone, 'arch', None)
+    print(f'params {_count(n_params)} ({_count(n_trainable)} trainable)')
     print(f'input {h}x{w}')
     print(f'{"part":<14}{"GMACs":>14}{"TFLOPs (2xMAC)":>18}')
     for name, macs in rows:
@@ -120,6 +139,10 @@ def main():
         ref = analytic_backbone_macs(resolve_arch(arch), h, w, patch)
         print(f'analytic backbone: {ref / 1e9:.2f} GMACs '
               f'(counted/analytic = {rows[0][1] / ref:.4f})')
+
+
+def _count(n: int) -> str:
+    return f'{n / 1e9:.3f} B' if n >= 1e9 else f'{n / 1e6:.2f} M'
 
 
 class _Tensor(torch.nn.Module):

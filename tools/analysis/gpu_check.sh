@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-${OUT:-work_dirs/gpu_check}}"
 PY="${PYTHON:-python}"
+# Without a GPU there is nothing to check: say so before anything is written.
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "no GPU: nvidia-smi is missing or sees no device; tools/analysis/gpu_check.sh runs" \
+         "on a machine with an NVIDIA GPU (nothing written)" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 timeout 240 "$PY" -m pytest tests -q -rs -s -m gpu 2>&1 | tee "$OUT/gpu_tests.log" || true

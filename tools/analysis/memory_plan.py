@@ -36,7 +36,13 @@ Where the numbers come from:
   backbone maps only. CPU autocast stands in for CUDA's; their op lists differ in places (CUDA
   autocast runs e.g. softmax and layer_norm in float32), so under DDP and FSDP1 the naive
   attention and LayerNorm archs may save somewhat more on a GPU (not checked on one).
-* Strategies (AdamW: two float32 states per trainable parameter), by piece (short alias):
+* The optimizer and the precision are the config's: ``optim_wrapper.optimizer.type`` gives the
+  optimizer's float32 state bytes per trainable parameter (``OPTIMIZER_STATE_BYTES``: AdamW 8,
+  SGD with momentum 4, without 0, ...), and ``optim_wrapper.type`` whether DDP and FSDP1 run
+  under bf16 autocast (``AmpOptimWrapper``) or in float32 (``OptimWrapper``: no autocast copies,
+  float32 activations). FSDP2 and DeepSpeed take their precision from the strategy. Without a
+  config (``--arch``): AdamW under autocast.
+* Strategies (below with AdamW, 8 B of state per trainable parameter), by piece (short alias):
 
   ===================  ===========================  ==========================  ================
   piece (alias)        weights                      gradients                   optimizer
@@ -135,12 +141,42 @@ PRECISION = {'ddp': ('amp', 'amp'), 'fsdp2_full_shard': ('bf16', 'fp32'),
              'fsdp2_shard_grad_op': ('bf16', 'fp32'), 'fsdp1_full_shard': ('amp', 'amp'),
              'deepspeed_zero1': ('bf16', 'amp'), 'deepspeed_zero2': ('bf16', 'amp'),
              'deepspeed_zero3': ('bf16', 'amp')}
-BLOCK_PRECISIONS = ('bf16', 'amp')
+BLOCK_PRECISIONS = ('bf16', 'amp', 'fp32')  # 'fp32': float32 weights, no autocast
+AUTOCAST_STRATEGIES = ('ddp', 'fsdp1_full_shard')  # bf16 from the config's AmpOptimWrapper
+# float32 state bytes per trainable parameter of torch's and MMEngine's optimizers (SGD and
+# RMSprop: see optimizer_state_bytes); others are assumed to keep AdamW's two states
+OPTIMIZER_STATE_BYTES = {
+    'adam': 8, 'adamw': 8, 'nadam': 8, 'radam': 8, 'adamax': 8, 'lamb': 8, 'fusedadam': 8,
+    'fusedlamb': 8, 'adadelta': 8, 'rprop': 8, 'asgd': 8, 'adan': 12, 'adagrad': 4,
+    'adafactor': 4, 'lion': 4, 'sgd': 0, 'rmsprop': 4}
 HEAD_PRECISIONS = ('fp32', 'amp')
 # Strategies whose autocast cannot cache the bf16 copies of the blocks' weights (FSDP1 with
 # use_orig_params: the forward sees views of the flat parameter), so every block's forward saves
 # its own copies for backward (see the module docstring).
 UNCACHED_BLOCK_CASTS = ('fsdp1_full_shard',)
+
+
+def optimizer_state_bytes(optimizer) -> Tuple[str, int, Optional[str]]:
+    """``(name, bytes, note)``: the optimizer of an ``optim_wrapper.optimizer`` config and the
+    float32 state bytes it keeps per trainable parameter (note: why it is an assumption)."""
+    optimizer = dict(optimizer or {})
+    kind = optimizer.get('type', 'AdamW')
+    name = kind if isinstance(kind, str) else getattr(kind, '__name__', str(kind))
+    key = name.lower()
+    if key == 'sgd':
+        return name, 4 if optimizer.get('momentum', 0) else 0, None
+    if key == 'rmsprop':
+        return name, 4 + 4 * bool(optimizer.get('momentum', 0)) + \
+            4 * bool(optimizer.get('centered', False)), None
+    if key in OPTIMIZER_STATE_BYTES:
+        return name, OPTIMIZER_STATE_BYTES[key], None
+    return name, 8, f'optimizer {name}: state size unknown here, counted as AdamW\'s (8 B)'
+
+
+def config_amp(cfg) -> bool:
+    """Whether the config's ``optim_wrapper`` runs the forward under autocast."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    return wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'DeepSpeedOptimWrapper')
 
 
 def resolve_strategy(name: str) -> str:
@@ -197,6 +233,9 @@ class ModelFacts:
     root_trainable: int = 0            # stem, neck, heads
     root_frozen: int = 0
     frozen_bytes: int = 4              # bytes per frozen parameter as stored
+    optimizer: str = 'AdamW'           # the config's optimizer and its float32 state bytes
+    optim_state_bytes: int = 8         # per trainable parameter
+    amp: bool = True                   # DDP / FSDP1 under bf16 autocast (AmpOptimWrapper)
     num_blocks: int = 0
     # activation bytes by precision (keys of BLOCK_PRECISIONS / HEAD_PRECISIONS):
     block_act: Dict[str, float] = field(default_factory=dict)    # saved by one block's forward
@@ -222,6 +261,8 @@ class ModelFacts:
         blocks other than the one in backward keep (the plan's weights hold that one's)."""
         strategy = resolve_strategy(strategy)
         blocks, heads = PRECISION[strategy]
+        if strategy in AUTOCAST_STRATEGIES and not self.amp:
+            blocks, heads = 'fp32', 'fp32'
         act, inp, other = self.block_act[blocks], self.block_input[blocks], self.other_act[heads]
         if checkpointing:
             return self.num_blocks * inp + act + other
@@ -257,12 +298,13 @@ def block_activation_fit(arch: dict, drop_path: float = 0.0, attn_impl: str = 's
     """``(a, b)`` such that one InternViT block saves ``a*N + b*N**2`` bytes per image of N
     tokens in training, measured on the CPU at N = 16, 32 and 48 (``b`` is 0 unless the attention
     keeps its N x N matrix, as the naive implementation does). ``precision='bf16'``: weights
-    and input in ``dtype``; ``'amp'``: float32 weights and input under ``dtype`` autocast."""
+    and input in ``dtype``; ``'amp'``: float32 weights and input under ``dtype`` autocast;
+    ``'fp32'``: float32 weights and input, no autocast."""
     from backbones.layers import Block
     if precision not in BLOCK_PRECISIONS:
         raise ValueError(f'precision must be one of {BLOCK_PRECISIONS}, got {precision!r}')
     amp = precision == 'amp'
-    autocast_dtype, dtype = dtype, (torch.float32 if amp else dtype)
+    autocast_dtype, dtype = dtype, (torch.float32 if precision != 'bf16' else dtype)
     with torch.device('meta'):
         block = Block(arch['embed_dims'], arch['num_heads'], arch['mlp_ratio'],
                       qkv_bias=arch['qkv_bias'], qk_norm=arch['qk_norm'],
@@ -338,10 +380,15 @@ def _head_activation_bytes(model: nn.Module, feat_shapes: Sequence[Tuple[int, ..
 
 
 def facts_from_model(model: nn.Module, backbone: nn.Module, crop, batch: int,
-                     heads: bool = True) -> ModelFacts:
-    """:class:`ModelFacts` of a (meta-device) model whose backbone is an InternViT."""
+                     heads: bool = True, optimizer=None, amp: bool = True) -> ModelFacts:
+    """:class:`ModelFacts` of a (meta-device) model whose backbone is an InternViT, trained
+    with ``optimizer`` (an ``optim_wrapper.optimizer`` config; default AdamW) and, for DDP and
+    FSDP1, under bf16 autocast (``amp``) or in float32."""
     from backbones.layers import Block
-    facts = ModelFacts()
+    facts = ModelFacts(amp=amp)
+    facts.optimizer, facts.optim_state_bytes, note = optimizer_state_bytes(optimizer)
+    if note:
+        facts.notes.append(note)
     blocks = [m for m in backbone.modules() if isinstance(m, Block)]
     in_blocks = {id(p) for b in blocks for p in b.parameters()}
     for p in model.parameters():
@@ -361,8 +408,10 @@ def facts_from_model(model: nn.Module, backbone: nn.Module, crop, batch: int,
     dpr = max((getattr(b.drop_path, 'drop_prob', 0.0) or 0.0) for b in blocks) if blocks else 0
     attn_impl = blocks[0].attn.attn_impl if blocks else 'sdpa'
     # residual stream: bf16 with bf16 weights, float32 under autocast (see the module docstring)
-    stream_bytes = {'bf16': 2, 'amp': 4}
+    stream_bytes = {'bf16': 2, 'amp': 4, 'fp32': 4}
     for precision in BLOCK_PRECISIONS:
+        if precision == 'fp32' and amp:  # not needed: every row runs bf16 or autocast
+            continue
         if getattr(backbone, 'frozen', False):  # no graph through a frozen backbone
             facts.block_act[precision] = facts.block_input[precision] = 0.0
             continue
@@ -427,7 +476,9 @@ def facts_from_config(cfg, crop=None, batch: Optional[int] = None
     with torch.device('meta'):
         model = MODELS.build(model_cfg)
     facts = facts_from_model(model, model.backbone, crop, batch,
-                             heads=cfg.get('default_scope', 'mmseg') == 'mmseg')
+                             heads=cfg.get('default_scope', 'mmseg') == 'mmseg',
+                             optimizer=(cfg.get('optim_wrapper') or {}).get('optimizer'),
+                             amp=config_amp(cfg))
     return facts, _crop_hw(crop), batch
 
 
@@ -463,31 +514,33 @@ def plan(facts: ModelFacts, strategy: str, gpus: int, overhead_gib: float = 2.0)
     fb = facts.frozen_bytes
     blk = facts.largest_block
     root_all = facts.root_trainable + facts.root_frozen
+    osb = facts.optim_state_bytes
     if strategy == 'ddp':
-        weights = 4 * t + 2 * t + fb * f   # fp32 params + autocast's bf16 copies + frozen
+        # fp32 params + autocast's bf16 copies (none without AMP) + frozen
+        weights = 4 * t + 2 * t * facts.amp + fb * f
         grads = 4 * t + 4 * t              # fp32 .grad + the reducer's fp32 buckets
-        optim = 8 * t
+        optim = osb * t
     elif strategy in ('fsdp2_full_shard', 'fsdp2_shard_grad_op'):
         gathered = (2 * (facts.block_trainable + facts.block_frozen)
                     if strategy == 'fsdp2_shard_grad_op' else 2 * 2 * blk)
         weights = (4 * t + fb * f) / n + gathered + 4 * root_all
         grads = 4 * t / n + (2 + 4) * blk * (facts.block_trainable > 0) \
             + 4 * facts.root_trainable
-        optim = 8 * t / n
+        optim = osb * t / n
     elif strategy == 'fsdp1_full_shard':
         # float32 shards; two gathered float32 block units and autocast's bf16 copies of the
         # one computing; the root unit gathered through the step, with its bf16 copies
-        weights = (4 * t + fb * f) / n + 2 * 4 * blk + 2 * blk + 4 * root_all \
-            + 2 * facts.root_trainable
+        weights = (4 * t + fb * f) / n + 2 * 4 * blk + (2 * blk + 2 * facts.root_trainable) \
+            * facts.amp + 4 * root_all
         # one unit's float32 per-parameter grads + the flat grad they are concatenated into
         grads = 4 * t / n + (4 + 4) * blk * (facts.block_trainable > 0) \
             + 4 * facts.root_trainable
-        optim = 8 * t / n
+        optim = osb * t / n
     else:
         total = t + f
         weights = 2 * total / n + 2 * 2 * blk if strategy == 'deepspeed_zero3' else 2 * total
         grads = 2 * t / n if strategy in ('deepspeed_zero2', 'deepspeed_zero3') else 2 * t
-        optim = 12 * t / n
+        optim = (4 + osb) * t / n  # float32 master shard + the optimizer's states
     return Plan(strategy, gpus, weights, grads, optim, facts.activations(True, strategy),
                 facts.activations(False, strategy), overhead_gib * GiB)
 
@@ -528,7 +581,10 @@ def format_table(facts: ModelFacts, strategies: Sequence[str], gpus: int, gpu_me
         fits = 'yes' if fits_no else ('with ckpt' if fits_cp else 'no')
         need = min_gpus(facts, s, gpu_mem, overhead)
         piece = f'{s} (config)' if s == config_piece else s
-        rows.append([STRATEGY_NAMES[s], piece] + [f'{v / GiB:.1f}' for v in (
+        name = STRATEGY_NAMES[s]
+        if s in AUTOCAST_STRATEGIES and not facts.amp:
+            name = name.replace('bf16 autocast', 'float32')
+        rows.append([name, piece] + [f'{v / GiB:.1f}' for v in (
             p.weights, p.grads, p.optim, p.act_cp, p.act_nocp, p.total_cp, p.total_nocp)]
             + [fits, str(need) if need else 'never'])
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
@@ -550,7 +606,11 @@ def describe(facts: ModelFacts, crop_hw, batch: int, overhead: float,
         f'{facts.block_act["amp"] / GiB:.2f} GiB with float32 weights under autocast; '
         f'neck/heads/outputs {facts.other_act["fp32"] / GiB:.2f} GiB in float32, '
         f'{facts.other_act["amp"] / GiB:.2f} GiB under autocast; '
-        f'totals include {overhead:g} GiB overhead']
+        f'totals include {overhead:g} GiB overhead',
+        f'optimizer: {facts.optimizer}, {facts.optim_state_bytes} B of float32 state per '
+        f'trainable parameter; ddp and fsdp1_full_shard run '
+        + ('bf16 autocast (AmpOptimWrapper)' if facts.amp else
+           'float32, no autocast (OptimWrapper)')]
     piece, exact = config_piece
     if piece:
         lines.append(f'strategy of the config: {piece}' + ('' if exact else (
@@ -567,20 +627,27 @@ def _strategy_arg(name: str) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='per-GPU memory plan of a training config')
+    p = argparse.ArgumentParser(
+        description='Per-GPU memory plan of training a config under each distribution strategy '
+                    '(weights, gradients, optimizer states, activations with and without '
+                    'activation checkpointing), with the smallest GPU count that fits. The '
+                    'optimizer and the precision are read from the config.')
     p.add_argument('config', nargs='?', help='training config (or use --arch)')
-    p.add_argument('--gpus', type=int, default=8)
+    p.add_argument('--gpus', type=int, default=8, help='GPUs to plan for (default 8)')
     p.add_argument('--strategy', type=_strategy_arg, action='append', metavar='PIECE',
                    help=f'only these strategies (repeatable; default: all): the pieces '
                    f'{", ".join(STRATEGIES)} (as tools/train.py --strategy) or the aliases '
                    f'{", ".join(ALIASES)}')
-    p.add_argument('--gpu-mem', type=float, default=80.0, help='GiB per GPU')
+    p.add_argument('--gpu-mem', type=float, default=80.0, help='GiB per GPU (default 80)')
     p.add_argument('--overhead', type=float, default=2.0,
                    help='GiB per GPU added for the CUDA context and workspaces')
     p.add_argument('--arch', default=None, help="InternViT arch without a config, e.g. '6b'")
-    p.add_argument('--crop', type=int, nargs='+', default=None, help='crop size (H [W])')
-    p.add_argument('--batch', type=int, default=None, help='images per GPU')
-    p.add_argument('--drop-path', type=float, default=0.4, help='with --arch')
+    p.add_argument('--crop', type=int, nargs='+', default=None, metavar='H [W]',
+                   help="crop size (default: the config's crop_size; 224 with --arch)")
+    p.add_argument('--batch', type=int, default=None,
+                   help="images per GPU (default: the config's train batch size; 2 with --arch)")
+    p.add_argument('--drop-path', type=float, default=0.4,
+                   help='drop-path rate of the --arch model (default 0.4)')
     return p.parse_args(argv)
 
 
