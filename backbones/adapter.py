@@ -1,14 +1,30 @@
-"""ViT-Adapter for InternViT (Chen et al., "Vision Transformer Adapter for Dense Predictions").
+"""ViT-Adapter for InternViT (Chen et al., "Vision Transformer Adapter for Dense Predictions"),
+computing by default what InternVL-MMDetSeg's ``InternViTAdapter`` computes.
 
-A convolutional spatial prior module (SPM) gives features at strides 8, 16 and 32 of the input.
-Before each group of ViT blocks an *injector* lets the ViT tokens attend to them (multi-scale
-deformable attention, scaled by a learnable ``gamma`` that starts at ``init_values``); after the
-group an *extractor* lets the SPM tokens attend back to the ViT tokens, followed by a ConvFFN
-with a depthwise convolution on each level. The cls token skips the injector and the extractor
-and only goes through the ViT blocks, as in InternVL's adapter. The output is the SPM pyramid
-(strides 4, 8, 16, 32) plus the four ViT interaction outputs resized to those grids.
+A convolutional spatial prior module (SPM) gives features at strides 4, 8, 16 and 32 of the
+input. Before each group of ViT blocks an *injector* lets the ViT tokens attend to the stride 8,
+16 and 32 levels (multi-scale deformable attention, scaled by a learnable ``gamma`` that starts
+at ``init_values``); after the group an *extractor* lets the SPM tokens attend back to the ViT
+tokens, followed by a ConvFFN with a depthwise convolution on each level. The output is the SPM
+pyramid (the stride-8 level upsampled into the stride-4 one) plus the ViT tokens resized to
+each level, through a norm per level.
 
-Nothing assumes a patch size or an input size:
+Defaults (InternVL's adapter), each with the original ViT-Adapter behaviour as an option:
+
+* no cls token: the ViT blocks see the patch tokens only (``with_cls_token=True``: the cls token
+  is prepended to each group of blocks and skips the injector and extractor);
+* the *final* ViT output is added to all four levels, bilinearly resized x4, x2, x1, x0.5
+  (``vit_feature_source='interactions'``: interaction ``i``'s output to level ``i``);
+* the SPM norms and the four output norms are LayerNorms over channels (eps 1e-6, computed in
+  float32; ``norm_cfg=dict(type='SyncBN')`` for batch norms);
+* the injector / extractor LayerNorms have eps 1e-5, ``nn.LayerNorm``'s default, which is what
+  the InternVL adapter passes (``interaction_norm_eps=1e-6``: the original ViT-Adapter);
+* (in :class:`~backbones.intern_vit.InternViT`) ``pos_embed`` is held at the crop grid and
+  resampled once, bicubically, from the checkpoint's grid on load, and a 14 x 14 patch kernel
+  meeting a 16 px stem is resized by plain bicubic interpolation (``patch_embed_resize``).
+
+Nothing assumes a patch size or an input size (InternVL's adapter needs inputs of exactly
+``img_size``, a multiple of 32, where ours computes the same function):
 
 * the ViT keeps its own token grid (``ceil(H / patch)`` x ``ceil(W / patch)`` at stride
   ``patch``); it is never resized inside the interactions, so a frozen ViT sees exactly the
@@ -19,7 +35,8 @@ Nothing assumes a patch size or an input size:
 * the SPM levels have ``ceil(H / s)`` x ``ceil(W / s)`` cells (3x3 stride-2 convolutions and
   max-pooling with padding 1), and the outputs exactly those sizes;
 * where the ViT maps meet the SPM maps (``add_vit_feature``) they are resampled from stride
-  ``patch`` to stride ``s`` with the pixel frames aligned (``scale_factor = patch / s``).
+  ``patch`` to stride ``s`` with the pixel frames aligned (``scale_factor = patch / s``: 4, 2,
+  1 and 0.5 at patch 16, as in InternVL).
 
 The frozen-ViT recipe (``frozen=True``) freezes the InternViT parameters only: the adapter
 stays trainable and in train mode, and with ``frozen_dtype`` only the ViT weights are cast.
@@ -38,7 +55,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .intern_vit import InternViT, log
 from .ms_deform_attn import MSDeformAttn
-from .pyramid import build_norm_2d
+from .pyramid import LayerNorm2d, build_norm_2d
 
 #: Strides of the spatial prior module's levels that take part in the interactions.
 SPM_STRIDES = (8, 16, 32)
@@ -47,6 +64,11 @@ OUT_STRIDES = (4, 8, 16, 32)
 #: Top-level submodules / parameters that belong to the adapter (trainable with a frozen ViT).
 ADAPTER_MODULES = ('level_embed', 'spm', 'interactions', 'up', 'norm1', 'norm2', 'norm3',
                    'norm4')
+
+#: Where the ViT features added to the pyramid come from (``vit_feature_source``).
+VIT_FEATURE_SOURCES = ('final', 'interactions')
+#: Default SPM / output norm: LayerNorm over channels, eps 1e-6, computed in float32.
+DEFAULT_NORM_CFG = dict(type='LN', eps=1e-6)
 
 Shape = Tuple[int, int]
 DeformInputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -113,6 +135,8 @@ def resize_to_grid(x: torch.Tensor, src_stride: int, dst_stride: int,
     """Bilinearly resample a (B, C, h, w) map at ``src_stride`` to ``dst_shape`` cells at
     ``dst_stride`` with both grids anchored at the image's top-left corner (no drift when the
     two grids cover slightly different padded extents); edge cells are replicated if needed."""
+    if src_stride == dst_stride and tuple(x.shape[-2:]) == tuple(dst_shape):
+        return x  # bilinear at scale 1 is the identity
     scale = src_stride / dst_stride
     x = F.interpolate(x, scale_factor=(scale, scale), mode='bilinear', align_corners=False,
                       recompute_scale_factor=False)
@@ -124,9 +148,10 @@ def resize_to_grid(x: torch.Tensor, src_stride: int, dst_stride: int,
 
 # --------------------------------------------------------------------------- building blocks
 def build_norm2d(norm_cfg: Optional[dict], channels: int) -> nn.Module:
-    """SPM / output norm: ``pyramid.build_norm_2d`` with BN as the default (works in one CPU
-    process; ``SyncBN`` is reverted to BN by MMEngine's runner when not distributed)."""
-    return build_norm_2d(norm_cfg if norm_cfg is not None else dict(type='BN'), channels)
+    """SPM / output norm: ``pyramid.build_norm_2d`` with :data:`DEFAULT_NORM_CFG` (InternVL's
+    channels-first LayerNorm, eps 1e-6, float32) when ``norm_cfg`` is None. ``SyncBN`` is
+    reverted to BN by MMEngine's runner when not distributed."""
+    return build_norm_2d(norm_cfg if norm_cfg is not None else DEFAULT_NORM_CFG, channels)
 
 
 def _conv_norm_relu(cin: int, cout: int, stride: int, norm_cfg: Optional[dict]) -> List[nn.Module]:
@@ -141,7 +166,7 @@ class SpatialPriorModule(nn.Module):
         inplanes (int): Width of the stride-4 stem (then 2x, 4x, 4x).
         embed_dims (int): Output width (the ViT's).
         in_channels (int): Image channels.
-        norm_cfg (dict, optional): See :func:`build_norm2d` (default BN).
+        norm_cfg (dict, optional): See :func:`build_norm2d` (default channel LayerNorm).
         with_cp (bool): Activation checkpointing when gradients are needed.
 
     Forward: (B, in_channels, H, W) -> 4 maps (B, embed_dims, ceil(H/s), ceil(W/s)).
@@ -214,8 +239,9 @@ class ConvFFN(nn.Module):
         return self.drop(self.fc2(self.drop(x)))
 
 
-def _layer_norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-6)
+#: eps of the injector / extractor LayerNorms: ``nn.LayerNorm``'s default, which InternVL's
+#: adapter passes (the original ViT-Adapter uses 1e-6).
+INTERACTION_NORM_EPS = 1e-5
 
 
 def _maybe_checkpoint(fn: Callable, with_cp: bool, *args):
@@ -236,15 +262,16 @@ class Injector(nn.Module):
         init_values (float): Initial ``gamma`` (0: the ViT starts unchanged).
         with_cp (bool): Activation checkpointing when gradients are needed.
         attn_impl (str): Deformable-attention implementation (see ``ms_deform_attn``).
+        norm_eps (float): eps of the query / feature LayerNorms.
     """
 
     def __init__(self, dim: int, num_heads: int = 6, n_points: int = 4, n_levels: int = 3,
                  deform_ratio: float = 1.0, init_values: float = 0.0, with_cp: bool = False,
-                 attn_impl: str = 'auto') -> None:
+                 attn_impl: str = 'auto', norm_eps: float = INTERACTION_NORM_EPS) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.query_norm = _layer_norm(dim)
-        self.feat_norm = _layer_norm(dim)
+        self.query_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.feat_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = MSDeformAttn(d_model=dim, n_levels=n_levels, n_heads=num_heads,
                                  n_points=n_points, ratio=deform_ratio, impl=attn_impl)
         self.gamma = nn.Parameter(init_values * torch.ones(dim))
@@ -264,7 +291,8 @@ class Extractor(nn.Module):
     """SPM tokens attend to the ViT tokens, then a ConvFFN over the SPM levels.
 
     Args:
-        dim, num_heads, n_points, deform_ratio, with_cp, attn_impl: as in :class:`Injector`.
+        dim, num_heads, n_points, deform_ratio, with_cp, attn_impl, norm_eps: as in
+            :class:`Injector` (``norm_eps`` also for the ConvFFN's norm).
         n_levels (int): Key levels (1: the ViT grid).
         with_cffn (bool): Add the ConvFFN.
         cffn_ratio (float): ConvFFN hidden width relative to ``dim``.
@@ -275,17 +303,17 @@ class Extractor(nn.Module):
     def __init__(self, dim: int, num_heads: int = 6, n_points: int = 4, n_levels: int = 1,
                  deform_ratio: float = 1.0, with_cffn: bool = True, cffn_ratio: float = 0.25,
                  drop: float = 0.0, drop_path: float = 0.0, with_cp: bool = False,
-                 attn_impl: str = 'auto') -> None:
+                 attn_impl: str = 'auto', norm_eps: float = INTERACTION_NORM_EPS) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.query_norm = _layer_norm(dim)
-        self.feat_norm = _layer_norm(dim)
+        self.query_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.feat_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = MSDeformAttn(d_model=dim, n_levels=n_levels, n_heads=num_heads,
                                  n_points=n_points, ratio=deform_ratio, impl=attn_impl)
         self.with_cffn = with_cffn
         if with_cffn:
             self.ffn = ConvFFN(dim, int(dim * cffn_ratio), drop=drop)
-            self.ffn_norm = _layer_norm(dim)
+            self.ffn_norm = nn.LayerNorm(dim, eps=norm_eps)
             self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
@@ -303,11 +331,11 @@ class Extractor(nn.Module):
 
 
 class InteractionBlock(nn.Module):
-    """Injector -> ViT blocks (cls token prepended) -> extractor(s).
+    """Injector -> ViT blocks (patch tokens, or a cls token prepended) -> extractor(s).
 
     Args:
         dim, num_heads, n_points, deform_ratio, init_values, with_cffn, cffn_ratio, drop,
-        drop_path, with_cp, attn_impl: see :class:`Injector` / :class:`Extractor`.
+        drop_path, with_cp, attn_impl, norm_eps: see :class:`Injector` / :class:`Extractor`.
         extra_extractor (bool): Two more extractors after the first (the last interaction).
     """
 
@@ -315,33 +343,46 @@ class InteractionBlock(nn.Module):
                  deform_ratio: float = 1.0, init_values: float = 0.0, with_cffn: bool = True,
                  cffn_ratio: float = 0.25, drop: float = 0.0, drop_path: float = 0.0,
                  extra_extractor: bool = False, with_cp: bool = False,
-                 attn_impl: str = 'auto') -> None:
+                 attn_impl: str = 'auto', norm_eps: float = INTERACTION_NORM_EPS) -> None:
         super().__init__()
         self.injector = Injector(dim, num_heads, n_points, n_levels=len(SPM_STRIDES),
                                  deform_ratio=deform_ratio, init_values=init_values,
-                                 with_cp=with_cp, attn_impl=attn_impl)
+                                 with_cp=with_cp, attn_impl=attn_impl, norm_eps=norm_eps)
         ext = dict(dim=dim, num_heads=num_heads, n_points=n_points, n_levels=1,
                    deform_ratio=deform_ratio, with_cffn=with_cffn, cffn_ratio=cffn_ratio,
-                   drop=drop, drop_path=drop_path, with_cp=with_cp, attn_impl=attn_impl)
+                   drop=drop, drop_path=drop_path, with_cp=with_cp, attn_impl=attn_impl,
+                   norm_eps=norm_eps)
         self.extractor = Extractor(**ext)
         self.extra_extractors = nn.ModuleList(
             [Extractor(**ext) for _ in range(2)]) if extra_extractor else None
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, cls: torch.Tensor,
+    def forward(self, x: torch.Tensor, c: torch.Tensor, cls: Optional[torch.Tensor],
                 run_blocks: Callable[[torch.Tensor], torch.Tensor], inj: DeformInputs,
                 ext: DeformInputs, c_shapes: Sequence[Shape]
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: (B, h*w, C) ViT tokens without cls, in the adapter's dtype; c: (B, sum h_l*w_l, C)
-        SPM tokens; cls: (B, 1, C); ``run_blocks`` maps (B, 1 + h*w, C) through the ViT blocks
-        of this interaction. Returns the new (x, c, cls)."""
+                ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """x: (B, h*w, C) ViT patch tokens, in the adapter's dtype; c: (B, sum h_l*w_l, C) SPM
+        tokens; cls: (B, 1, C) or None (no cls token: the blocks see the patch tokens only);
+        ``run_blocks`` maps (B, prefix + h*w, C) through the ViT blocks of this interaction.
+        Returns the new (x, c, cls)."""
         x = self.injector(x, c, inj)
-        tokens = run_blocks(torch.cat([cls.to(x.dtype), x], dim=1))
-        cls, x = tokens[:, :1], tokens[:, 1:].to(c.dtype)
+        if cls is None:
+            x = run_blocks(x).to(c.dtype)
+        else:
+            tokens = run_blocks(torch.cat([cls.to(x.dtype), x], dim=1))
+            cls, x = tokens[:, :1], tokens[:, 1:].to(c.dtype)
         c = self.extractor(c, x, ext, c_shapes)
         if self.extra_extractors is not None:
             for extractor in self.extra_extractors:
                 c = extractor(c, x, ext, c_shapes)
         return x, c, cls
+
+
+def _output_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A final norm with a float32 result; a channel LayerNorm gets the float32 map (as InternVL
+    calls ``norm(c.float())``), other norms keep the map's dtype."""
+    if isinstance(norm, LayerNorm2d):
+        return norm(x.float())
+    return norm(x).float()
 
 
 # --------------------------------------------------------------------------- the backbone
@@ -354,12 +395,21 @@ def _even_split(num_layers: int, parts: int = 4) -> List[List[int]]:
 class InternViTAdapter(InternViT):
     """InternViT with a ViT-Adapter: 4 maps at strides 4, 8, 16, 32 for any patch/input size.
 
+    The defaults compute what InternVL-MMDetSeg's ``InternViTAdapter`` computes (see the module
+    docstring for each difference from the original ViT-Adapter and the option that restores
+    it).
+
     Args:
         arch, img_size, patch_size, pretrain_size, drop_path_rate, attn_impl, frozen,
-        frozen_dtype, norm_eps, in_channels, init_cfg, window_size, global_indices: as in
-            :class:`InternViT` (window attention in the blocks outside ``global_indices``). ``frozen``
-            freezes the ViT only; ``init_cfg`` loads ViT weights (strict about every ViT key,
-            the adapter's parameters are initialised, not loaded).
+        frozen_dtype, norm_eps, pos_embed_antialias, window_size, global_indices,
+        window_pad_mask, patch_embed_resize, in_channels, init_cfg: as in :class:`InternViT`
+            (window attention in the blocks outside ``global_indices``). ``pos_embed`` is held
+            at the ``img_size // patch_size`` grid. ``frozen`` freezes the ViT only;
+            ``init_cfg`` loads ViT weights (strict about every ViT key, the adapter's
+            parameters are initialised, not loaded).
+        with_cls_token (bool): False (default, InternVL's adapter): the ViT blocks see the
+            patch tokens only, there is no ``cls_token`` parameter and a checkpoint's is dropped.
+            True: the cls token is prepended to each group of blocks (original ViT-Adapter).
         out_indices: Not used (the outputs follow ``interaction_indexes``); must stay None.
         with_cp (bool): Activation checkpointing of the ViT blocks (also when the ViT is frozen
             and only the adapter needs their gradients) and of the adapter modules.
@@ -372,10 +422,16 @@ class InternViTAdapter(InternViT):
         init_values (float): Initial injector ``gamma``.
         with_cffn (bool): ConvFFN in the extractors.
         cffn_ratio (float): ConvFFN hidden width relative to embed_dims.
-        add_vit_feature (bool): Add the resized ViT interaction outputs to the SPM maps.
+        add_vit_feature (bool): Add the resized ViT tokens to the SPM maps.
+        vit_feature_source (str): Which ViT tokens: ``'final'`` (default, InternVL: the output
+            of the last interaction, to all four levels) or ``'interactions'`` (original
+            ViT-Adapter: interaction ``i``'s output to level ``i``).
         use_extra_extractor (bool): Two extra extractors in the last interaction.
         norm_cfg (dict, optional): SPM and output norms, ``dict(type='BN'|'SyncBN'|'GN'|'LN')``
-            as in ``pyramid.build_norm_2d`` (default BN).
+            as in ``pyramid.build_norm_2d``; default :data:`DEFAULT_NORM_CFG` (LayerNorm over
+            channels, eps 1e-6, computed in float32, as InternVL).
+        interaction_norm_eps (float): eps of the injector / extractor LayerNorms (1e-5 as
+            InternVL; 1e-6 in the original ViT-Adapter).
         deform_attn_impl (str): ``'auto'`` | ``'pytorch'`` | ``'mmcv'``.
 
     Forward:
@@ -399,6 +455,10 @@ class InternViTAdapter(InternViT):
                  init_cfg: Optional[dict] = None,
                  window_size: Optional[int] = None,
                  global_indices: Sequence[int] = (),
+                 window_pad_mask: bool = True,
+                 pos_embed_antialias: bool = False,
+                 patch_embed_resize: str = 'bicubic',
+                 with_cls_token: bool = False,
                  interaction_indexes: Optional[Sequence[Sequence[int]]] = None,
                  conv_inplane: int = 64,
                  n_points: int = 4,
@@ -408,19 +468,26 @@ class InternViTAdapter(InternViT):
                  with_cffn: bool = True,
                  cffn_ratio: float = 0.25,
                  add_vit_feature: bool = True,
+                 vit_feature_source: str = 'final',
                  use_extra_extractor: bool = True,
                  norm_cfg: Optional[dict] = None,
+                 interaction_norm_eps: float = INTERACTION_NORM_EPS,
                  deform_attn_impl: str = 'auto') -> None:
         if out_indices is not None:
             raise ValueError('InternViTAdapter returns the 4 adapter maps (strides 4, 8, 16, 32) '
                              'after the interactions set by interaction_indexes; out_indices '
                              f'is not used and must be left unset, got {out_indices!r}')
+        if vit_feature_source not in VIT_FEATURE_SOURCES:
+            raise ValueError(f'vit_feature_source must be one of {VIT_FEATURE_SOURCES}, got '
+                             f'{vit_feature_source!r}')
         super().__init__(arch=arch, img_size=img_size, patch_size=patch_size,
                          pretrain_size=pretrain_size, out_indices=-1,
                          drop_path_rate=drop_path_rate, with_cp=with_cp, attn_impl=attn_impl,
                          frozen=frozen, frozen_dtype=frozen_dtype, norm_eps=norm_eps,
                          in_channels=in_channels, init_cfg=init_cfg, window_size=window_size,
-                         global_indices=global_indices)
+                         global_indices=global_indices, window_pad_mask=window_pad_mask,
+                         pos_embed_antialias=pos_embed_antialias,
+                         patch_embed_resize=patch_embed_resize, with_cls_token=with_cls_token)
         dim = self.embed_dims
         if interaction_indexes is None:
             interaction_indexes = _even_split(self.num_layers)
@@ -429,6 +496,7 @@ class InternViTAdapter(InternViT):
             deform_num_heads = self.arch_settings['num_heads']
         self.deform_num_heads = deform_num_heads
         self.add_vit_feature = add_vit_feature
+        self.vit_feature_source = vit_feature_source
 
         self.level_embed = nn.Parameter(torch.zeros(len(SPM_STRIDES), dim))
         self.spm = SpatialPriorModule(conv_inplane, dim, in_channels, norm_cfg, with_cp)
@@ -437,7 +505,7 @@ class InternViTAdapter(InternViT):
                              init_values=init_values, with_cffn=with_cffn,
                              cffn_ratio=cffn_ratio, drop_path=drop_path_rate,
                              extra_extractor=use_extra_extractor and i == 3, with_cp=with_cp,
-                             attn_impl=deform_attn_impl)
+                             attn_impl=deform_attn_impl, norm_eps=interaction_norm_eps)
             for i in range(4)])
         self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
         self.norm1 = build_norm2d(norm_cfg, dim)
@@ -571,13 +639,19 @@ class InternViTAdapter(InternViT):
         c = torch.cat([ci.flatten(2).transpose(1, 2) + self.level_embed[i].to(ci.dtype)
                        for i, ci in enumerate((c2, c3, c4))], dim=1)
 
-        tokens, (h, w) = self.prepare_tokens(x)
-        cls, t = tokens[:, :1], tokens[:, 1:].to(c.dtype)
+        tokens, (h, w) = self.prepare_tokens(x)  # no cls token unless with_cls_token
+        prefix = self.num_prefix_tokens
+        cls = tokens[:, :prefix] if prefix else None
+        t = tokens[:, prefix:].to(c.dtype)
+        per_interaction = self.add_vit_feature and self.vit_feature_source == 'interactions'
         vit_maps = []
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             t, c, cls = layer(t, c, cls, self._run_blocks(first, last, (h, w)), inj, ext,
                               c_shapes)
-            vit_maps.append(t.transpose(1, 2).reshape(B, self.embed_dims, h, w))
+            if per_interaction:
+                vit_maps.append(t.transpose(1, 2).reshape(B, self.embed_dims, h, w))
+        if not per_interaction:  # the final ViT output, to every level
+            vit_maps = [t.transpose(1, 2).reshape(B, self.embed_dims, h, w)] * 4
 
         sizes = [hh * ww for hh, ww in c_shapes]
         c2, c3, c4 = [ci.transpose(1, 2).reshape(B, self.embed_dims, *shape)
@@ -589,9 +663,10 @@ class InternViTAdapter(InternViT):
             maps = [m + resize_to_grid(v.to(m.dtype), p, s, m.shape[-2:])
                     for m, v, s in zip(maps, vit_maps, OUT_STRIDES)]
         norms = (self.norm1, self.norm2, self.norm3, self.norm4)
-        return tuple(norm(m).float() for norm, m in zip(norms, maps))
+        return tuple(_output_norm(norm, m) for norm, m in zip(norms, maps))
 
 
 __all__ = ['InternViTAdapter', 'SpatialPriorModule', 'InteractionBlock', 'Injector',
            'Extractor', 'ConvFFN', 'DWConv', 'deform_inputs', 'get_reference_points',
-           'resize_to_grid', 'build_norm2d', 'SPM_STRIDES', 'OUT_STRIDES']
+           'resize_to_grid', 'build_norm2d', 'SPM_STRIDES', 'OUT_STRIDES', 'DEFAULT_NORM_CFG',
+           'INTERACTION_NORM_EPS', 'VIT_FEATURE_SOURCES']

@@ -198,7 +198,7 @@ def test_bf16_forward_on_cpu():
         assert a.dtype == torch.float32 and p.dtype == torch.float32
         assert a.shape == r.shape == p.shape
         assert torch.isfinite(a).all() and torch.isfinite(p).all()
-        # bf16 keeps ~3 significant digits; outputs are BN-normalised (unit scale)
+        # bf16 keeps ~3 significant digits; outputs are LayerNorm-normalised (unit scale)
         assert (a - r).abs().mean() < 0.1 and (p - r).abs().mean() < 0.1
 
 
@@ -241,9 +241,9 @@ def test_loads_vit_weights_strictly_and_initialises_the_adapter(tmp_path):
     # patch-14 weights into a patch-16 adapter: patch embed and pos embed are resampled
     model = build(16, pretrain_size=112, init_cfg=dict(type='Pretrained', checkpoint=path))
     torch.testing.assert_close(model.blocks[2].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight)
-    torch.testing.assert_close(model.cls_token, vit.cls_token)
+    assert model.cls_token is None and 'cls_token' not in model.state_dict()  # dropped on load
     assert model.patch_embed.proj.weight.shape[-2:] == (16, 16)
-    assert model.pos_embed.shape[1] == 1 + 7 * 7
+    assert model.pos_embed.shape[1] == 1 + 7 * 7  # the 112 / 16 crop grid
     # the adapter is initialised (Deformable DETR offsets on rings), not loaded
     bias = model.interactions[0].injector.attn.sampling_offsets.bias.view(2, 3, 2, 2)
     torch.testing.assert_close(bias[:, :, 1], 2 * bias[:, :, 0])
@@ -293,7 +293,44 @@ def test_adapter_recipe(key):
     assert crops[0].crop_size == (512, 512)
     assert cfg.optim_wrapper.optimizer.lr == 4e-5 and cfg.optim_wrapper.dtype == 'bfloat16'
     assert cfg.train_cfg.max_iters == 80000 and cfg.train_dataloader.batch_size == 2
-    assert cfg.param_scheduler[0].end == 1500 and cfg.param_scheduler[0].start_factor == 1e-6
+    warmup = [s for s in cfg.param_scheduler if s.type == 'LinearLR']
+    assert warmup and warmup[0].start_factor == 1e-6
+
+
+@pytest.mark.parametrize('key', ['6b', '300m'])
+def test_adapter_recipe_has_the_reference_settings(key):
+    """InternVL-MMDetSeg's upernet_intern_vit_adapter_6b_512_80k_ade20k_bs16_lr4e-5.py."""
+    cfg = _config(key)
+    b = cfg.model.backbone
+    assert b.img_size == 512 and b.pretrain_size == {'6b': 224, '300m': 448}[key]
+    assert b.with_cls_token is False and b.patch_embed_resize == 'bicubic'
+    assert b.vit_feature_source == 'final' and b.add_vit_feature is True
+    assert b.norm_cfg == dict(type='LN', eps=1e-6) and b.interaction_norm_eps == 1e-5
+    assert b.n_points == 4 and b.conv_inplane == 64 and b.init_values == 0.0
+    assert b.deform_num_heads == {'6b': 25, '300m': 16}[key]
+    assert b.use_extra_extractor is True and b.with_cffn is True
+    assert b.drop_path_rate == 0.0 and b.frozen is True and b.frozen_dtype == 'bfloat16'
+    head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
+    assert head.channels == {'6b': 1536, '300m': 1024}[key] and head.pool_scales == (1, 2, 3, 6)
+    assert aux.type == 'FCNHead' and aux.in_index == 2 and aux.loss_decode.loss_weight == 0.4
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512), stride=(341, 341))
+    # test images: short side exactly 512, long side uncapped, no ResizeToMultiple
+    test = [t.type for t in cfg.test_dataloader.dataset.pipeline]
+    assert 'ResizeToMultiple' not in test
+    resize = [t for t in cfg.test_dataloader.dataset.pipeline if t.type == 'Resize'][0]
+    assert resize.scale[1] == 512 and resize.scale[0] >= 100000 and resize.keep_ratio
+    ow = cfg.optim_wrapper
+    assert ow.optimizer.type == 'AdamW' and ow.optimizer.weight_decay == 0.05
+    assert ow.optimizer.betas == (0.9, 0.999) and ow.get('clip_grad') is None
+    assert ow.constructor == 'InternViTLayerDecayOptimizerConstructor'
+    assert ow.paramwise_cfg == dict(num_layers={'6b': 48, '300m': 24}[key],
+                                    layer_decay_rate=0.95, no_decay_suffixes=['.bias'])
+    # the lr formula and evaluation cadence of the segmentation schedule: mmcv's warmup factor
+    # times a poly decay over the whole run, evaluation every 1000 keeping the best mIoU
+    poly = [s for s in cfg.param_scheduler if s.type == 'PolyLR'][0]
+    assert poly.begin == 0 and poly.end >= 80000 and poly.power == 1.0
+    assert cfg.train_cfg.val_interval == 1000
+    assert cfg.default_hooks.checkpoint.save_best == 'mIoU'
 
 
 @pytest.mark.skipif(not importlib.util.find_spec('mmseg'), reason='needs mmseg')
@@ -330,9 +367,9 @@ def test_adapter_config_trains_a_step_and_predicts(key):
         ow.pop('dtype', None)
     optim_wrapper = build_optim_wrapper(model, ow)
     groups = optim_wrapper.optimizer.param_groups
-    level_embed = model.backbone.level_embed
-    assert any(g['weight_decay'] == 0 and any(p is level_embed for p in g['params'])
-               for g in groups)
+    level_embed = model.backbone.level_embed  # 2-D: decays, as in the reference recipe
+    assert any(g['weight_decay'] == ow.optimizer.weight_decay > 0
+               and any(p is level_embed for p in g['params']) for g in groups)
 
     num_classes = model_cfg.decode_head.num_classes
 

@@ -1,9 +1,10 @@
 # InternViT-300M (frozen, bf16) + ViT-Adapter + UperNet on ADE20K, 512x512 crops, 8 GPUs x 2
-# images, 80k iterations: the InternViT-6B adapter recipe applied to the 300M encoder.
+# images, 80k iterations: the InternViT-6B adapter recipe (InternVL-MMDetSeg's) applied to the
+# 300M encoder (InternVL publishes no 300M adapter recipe).
 #
-# The 448px InternViT-300M weights have patch 14 (32x32 position grid); at patch 16 with
-# pretrain_size 448 the loader resamples the patch embedding to 16x16 and the position grid to
-# 28x28, and the forward resamples it to 32x32 for 512 crops.
+# The 448px InternViT-300M weights have patch 14 and a 32x32 position grid (448 / 14): at patch
+# 16 the loader resizes the patch kernel to 16x16 (plain bicubic), and the grid already is the
+# 32x32 grid of a 512 crop, so pos_embed loads unchanged.
 _base_ = [
     '../../intern_vit_6b/vit_adapter/upernet_intern-vit-6b-adapter_8xb2-80k_ade20k-512x512.py'
 ]
@@ -19,3 +20,5 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[1024, 1024, 1024, 1024], channels=1024),
     auxiliary_head=dict(in_channels=1024))
+# The same decay rule over the 24 blocks.
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=24))

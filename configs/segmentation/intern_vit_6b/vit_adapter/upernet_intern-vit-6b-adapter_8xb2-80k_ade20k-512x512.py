@@ -1,18 +1,20 @@
-# ViT-Adapter (InternVL reference: 58.1 mIoU): frozen InternViT-6B held in bf16 with a trainable
-# ViT-Adapter (interactions after blocks 11, 23, 35, 47; cffn and deform ratios 0.25) into
-# UperNet (1536 channels) + auxiliary FCN head, on ADE20K with 512x512 crops, 8 GPUs x 2 images,
-# 80k iterations of the common schedule (AdamW 4e-5, warmup 1500, poly, bf16).
+# ViT-Adapter (InternVL reference: 58.1 mIoU), as InternVL-MMDetSeg's
+# upernet_intern_vit_adapter_6b_512_80k_ade20k_bs16_lr4e-5.py: frozen InternViT-6B (224px
+# release, held in bf16) with a trainable ViT-Adapter (interactions over blocks 0-11, 12-23,
+# 24-35, 36-47; cffn and deform ratios 0.25) into UperNet (1536 channels) + auxiliary FCN head, on
+# ADE20K with 512x512 crops, 8 GPUs x 2 images, 80k iterations of the common schedule (AdamW
+# 4e-5, warmup 1500 times poly over the whole run, evaluation every 1000 keeping the best mIoU).
 #
-# Patch 16: the checkpoint loader resamples the patch-14 weights (patch embedding 14x14 -> 16x16
-# kernel; position grid 16x16 -> 14x14 for pretrain_size 224 at patch 16), and the forward
-# resamples the position grid to each input (32x32 for 512 crops).
+# Patch 16: the 14x14 patch kernel of the checkpoint is resized to 16x16 by plain bicubic
+# interpolation and its 16x16 position grid (224 / 14) once, bicubically, to the 32x32 grid of
+# the 512 crop (pos_embed is held at 1 + 32 * 32 tokens), both on load.
 _base_ = [
     '../../../_base_/datasets/ade20k_504x504.py',
     '../../../_base_/default_runtime.py',
     '../../../_base_/schedules/schedule_80k.py',
 ]
 crop_size = (512, 512)
-norm_cfg = dict(type='SyncBN', requires_grad=True)  # the Runner turns it into BN on one process
+norm_cfg = dict(type='SyncBN', requires_grad=True)  # heads only; the Runner makes it BN on 1 GPU
 
 model = dict(
     type='EncoderDecoder',
@@ -27,13 +29,18 @@ model = dict(
     backbone=dict(
         type='InternViTAdapter',
         arch='6b',
-        img_size=512,
+        img_size=512,  # pos_embed at the 32x32 crop grid
         patch_size=16,
         pretrain_size=224,
+        patch_embed_resize='bicubic',  # F.interpolate of the 14x14 kernel, no rescaling (ref.)
+        with_cls_token=False,  # the reference adapter deletes the cls token (its pos slot stays)
         drop_path_rate=0.0,
         with_cp=True,
         attn_impl='auto',  # flash-attn on CUDA when installed, else sdpa
         frozen=True,  # the ViT only: the adapter trains
+        # The reference casts the whole backbone (ViT and adapter) to fp16 and trains with
+        # DeepSpeed ZeRO-1 fp16 (dynamic loss scale); we hold the frozen ViT in bf16 and run
+        # the adapter and heads under bf16 autocast (the schedule's AmpOptimWrapper) instead.
         frozen_dtype='bfloat16',
         interaction_indexes=[[0, 11], [12, 23], [24, 35], [36, 47]],
         conv_inplane=64,
@@ -41,10 +48,13 @@ model = dict(
         deform_num_heads=25,  # value width 3200 * 0.25 = 800: 32 per head
         deform_ratio=0.25,
         cffn_ratio=0.25,
-        init_values=0.0,
+        with_cffn=True,
+        init_values=0.0,  # injector gamma (the ViT's LayerScale comes from the checkpoint)
         add_vit_feature=True,
+        vit_feature_source='final',  # the last ViT output, resized x4/x2/x1/x0.5, to all levels
         use_extra_extractor=True,
-        norm_cfg=norm_cfg,
+        norm_cfg=dict(type='LN', eps=1e-6),  # SPM / output: channel LayerNorm in float32
+        interaction_norm_eps=1e-5,  # the reference passes nn.LayerNorm (default eps 1e-5)
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/intern_vit_6b_224px.pth')),
     # no neck: the adapter already returns strides 4, 8, 16, 32
     decode_head=dict(
@@ -75,27 +85,50 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
 # ADE20K at 512: resize to (2048, 512) with ratio 0.5-2.0, random 512 crop, flip, photometric
-# distortion; the test short side is 512 (any size works for the adapter: no multiple of 14).
+# distortion; padding to 512 (image 0, labels 255) in the data preprocessor.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='ValidateSegSample', num_classes=150, on_error='raise'),
     dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs')
 ]
+# Test: the short side exactly 512 with the long side uncapped (the reference's SETR_Resize),
+# so every slide window is 512x512; no ResizeToMultiple (commented out in the reference, and
+# the adapter takes any size).
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='Resize', scale=(1000000, 512), keep_ratio=True),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# Multi-scale + flip TTA (`tools/test.py --tta`) at this crop; the 58.1 is single-scale.
+tta_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(1000000, int(512 * r)), keep_ratio=True)
+             for r in tta_ratios],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')]
+        ])
+]
+train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# No weight decay on norms and the adapter's level embeddings.
+# The reference's layer-decay constructor (rate 0.95 over 48 blocks): with the ViT frozen every
+# trainable parameter is past the last block, lr scale 1. No weight decay for 1-D parameters
+# (norms, injector gamma) and biases; level_embed (2-D) decays, since the reference's name
+# exemptions never match (copied quirk: no_decay_suffixes=['.bias']).
 optim_wrapper = dict(
-    optimizer=dict(weight_decay=0.05),
-    paramwise_cfg=dict(norm_decay_mult=0.0, custom_keys=dict(level_embed=dict(decay_mult=0.0))))
+    optimizer=dict(type='AdamW', lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor='InternViTLayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(num_layers=48, layer_decay_rate=0.95, no_decay_suffixes=['.bias']))
