@@ -17,13 +17,34 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2016, 504), keep_ratio=True),
+    # The reference's SETR_Resize: the short side becomes exactly 504 with the long side
+    # uncapped (mmcv's Resize with a long-side bound no image reaches), then each side up to a
+    # multiple of the patch size 14 (ResizeToMultiple rounds up), before slide inference.
+    dict(type='Resize', scale=(1000000, 504), keep_ratio=True),
     dict(type='ResizeToMultiple', size_divisor=14),
     dict(type='LoadAnnotations'),
     # Label range (and size, against the original image) checked per sample, naming the
     # file: IoUMetric would drop labels >= num_classes silently.
     dict(type='ValidateSegSample', num_classes=171, on_error='raise'),
     dict(type='PackSegInputs')
+]
+# Multi-scale + flip test-time augmentation (`tools/test.py CONFIG CKPT --tta`), as mmseg's
+# dataset bases ship it. The published InternVL numbers are single-scale (test_pipeline), not this.
+tta_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(1000000, int(504 * r)), keep_ratio=True)
+             for r in tta_ratios],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='ResizeToMultiple', size_divisor=14)],
+            [dict(type='LoadAnnotations')],
+            [dict(type='ValidateSegSample', num_classes=171, on_error='raise')],
+            [dict(type='PackSegInputs')]
+        ])
 ]
 train_dataloader = dict(
     batch_size=2,

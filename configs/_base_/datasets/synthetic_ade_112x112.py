@@ -34,6 +34,24 @@ test_pipeline = [
     dict(type='ValidateSegSample', num_classes=4, on_error='raise'),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip test-time augmentation (`tools/test.py CONFIG CKPT --tta`), as mmseg's
+# dataset bases ship it.
+tta_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(512, int(128 * r)), keep_ratio=True)
+             for r in tta_ratios],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='ResizeToMultiple', size_divisor=14)],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='ValidateSegSample', num_classes=4, on_error='raise')],
+            [dict(type='PackSegInputs')]
+        ])
+]
 dataset_common = dict(
     type=dataset_type,
     data_root=data_root,
