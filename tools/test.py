@@ -153,8 +153,11 @@ def main(argv=None):
 
     # mmengine loads the checkpoint of a test non-strictly and only logs what did not match;
     # a wrong checkpoint then evaluates a half-random model. Load it strictly here instead.
+    # A released reference checkpoint (the InternVL release) is converted in memory first.
+    from tools._released import load_released
     try:
-        runner.load_checkpoint(args.checkpoint, strict=not args.non_strict)
+        if not load_released(runner, args.checkpoint, strict=not args.non_strict):
+            runner.load_checkpoint(args.checkpoint, strict=not args.non_strict)
     except CheckpointError as e:  # unreadable, truncated, a refused pickle: says which
         parser.error(str(e))
     except RuntimeError as e:
