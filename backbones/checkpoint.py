@@ -425,7 +425,7 @@ HEAD_PREFIXES = ('decode_head.', 'auxiliary_head.', 'neck.', 'rpn_head.', 'roi_h
 
 
 def _strip_module(sd: StateDict) -> StateDict:
-    """Drop a ``module.`` prefix (DDP / DeepSpeed) carried by every key."""
+    """Drop a ``module.`` prefix (data-parallel wrappers) carried by every key."""
     while sd and all(k.startswith('module.') for k in sd):
         sd = {k[len('module.'):]: v for k, v in sd.items()}
     return sd
