@@ -150,8 +150,8 @@ def register_legend_visualizer():
         truth | prediction, titled, with a legend of the classes shown. With ``out_dir``, each
         picture is written as ``out_dir/<image stem>.png`` (not through the vis backends)."""
 
-        def __init__(self, *args, out_dir=None, **kwargs):
-            super().__init__(*args, **kwargs)
+        def __init__(self, name='visualizer', *args, out_dir=None, **kwargs):
+            super().__init__(name, *args, **kwargs)  # ManagerMixin needs `name` by name
             self.out_dir = out_dir
 
         def add_datasample(self, name, image, data_sample=None, draw_gt=True, draw_pred=True,
@@ -187,6 +187,10 @@ def show_every_image(cfg, hook: dict, show_dir: str) -> None:
     ``<image stem>.png`` (mmseg's visualizer buries them in ``vis_data/vis_image``)."""
     register_legend_visualizer()
     hook['interval'] = 1
+    # mmseg's hook numbers pictures with ``runner.iter``, which builds the training loop and its
+    # dataset (a test without the training data then fails): a test run needs none of it
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg[key] = None
     visualizer = dict(cfg.get('visualizer') or {})
     visualizer.update(type='LegendSegVisualizer', name=visualizer.get('name', 'visualizer'),
                       out_dir=show_dir, vis_backends=None)

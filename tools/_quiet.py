@@ -108,8 +108,7 @@ def quiet_upstream_warnings() -> None:
     else:
         for pattern in IGNORED_WARNINGS:
             warnings.filterwarnings('ignore', message=pattern)
-    if 'DS_ACCELERATOR' not in os.environ and not _has_cuda():
-        os.environ['DS_ACCELERATOR'] = 'cpu'
+    default_deepspeed_accelerator()
     from mmengine.logging import MMLogger
     if not isinstance(MMLogger._instance_dict, _AttachingDict):
         wrapped = _AttachingDict(MMLogger._instance_dict)
@@ -118,9 +117,17 @@ def quiet_upstream_warnings() -> None:
             attach(logger)
 
 
-def _has_cuda() -> bool:
-    import torch
-    try:
-        return torch.cuda.device_count() > 0
-    except RuntimeError:
-        return False
+GPU_DEVICE_NODES = ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd', '/dev/dxg')
+
+
+def default_deepspeed_accelerator() -> None:
+    """``DS_ACCELERATOR=cpu`` where the machine has no GPU device node (NVIDIA, AMD, WSL):
+    what DeepSpeed would pick, without its warning. Cheap (no torch import), so the tools call
+    it before anything imports DeepSpeed; where a GPU may exist, DeepSpeed decides as usual."""
+    if os.environ.get('INTERNVIT_VERBOSE') == '1' or 'DS_ACCELERATOR' in os.environ:
+        return
+    if not any(os.path.exists(p) for p in GPU_DEVICE_NODES):
+        os.environ['DS_ACCELERATOR'] = 'cpu'
+
+
+default_deepspeed_accelerator()  # on import: tools/_threads.py imports this module first

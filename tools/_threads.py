@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 # mmengine imports pkg_resources (setuptools >= 81 warns at every start); the tools that import
 # this module before mmengine do not show it
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API')
+import tools._quiet  # noqa: E402,F401 (DS_ACCELERATOR=cpu without a GPU, before DeepSpeed loads)
 
 HELP = ('torch intra-op CPU threads (default: OMP_NUM_THREADS if set, else the free cores: '
         'cores - 1 - load average, at least 1)')
