@@ -6,6 +6,7 @@ Registered once in mmengine's root ``MODELS`` registry, so that ``mmseg.registry
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -146,6 +147,19 @@ class InternViT(BaseModule):
         self._init_cfg = copy.deepcopy(init_cfg)
         if init_cfg is not None and init_cfg.get('type') != 'Pretrained':
             raise ValueError(f"InternViT init_cfg supports type='Pretrained' only, got {init_cfg}")
+        if init_cfg is not None:
+            # a typo (`checkpont=`) would otherwise surface as a late KeyError
+            known = ('type', 'checkpoint', 'strict')
+            unknown = sorted(set(init_cfg) - set(known))
+            if unknown or 'checkpoint' not in init_cfg:
+                hints = [f'{k!r} -> {m[0]!r}?' for k in unknown
+                         for m in [difflib.get_close_matches(k, known, n=1)] if m]
+                raise ValueError(
+                    f'InternViT init_cfg {dict(init_cfg)}: '
+                    + (f'unknown keys {unknown} ({", ".join(hints) or "no close match"}); '
+                       if unknown else '')
+                    + ('' if 'checkpoint' in init_cfg else "'checkpoint' is missing; ")
+                    + f'it takes {", ".join(known)}')
         self.arch_settings = resolve_arch(arch)
         a = self.arch_settings
         self.embed_dims = a['embed_dims']

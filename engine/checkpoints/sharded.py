@@ -12,7 +12,7 @@ import glob
 import io
 import os.path as osp
 import pickle
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -176,32 +176,51 @@ def _deepspeed_safe_globals() -> list:
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
 
+def check_deepspeed_files(src: str, files: Optional[List[str]] = None) -> None:
+    """Refuse, by name and before anything is unpickled, a DeepSpeed folder whose pickles
+    (``files``, default every ``*.pt`` of ``src``) name a global outside what DeepSpeed and
+    MMEngine write (a static scan of each pickle; see :func:`_deepspeed_safe_globals`)."""
+    from backbones.checkpoint import (
+        CheckpointError,
+        describe_unreadable,
+        refused_global,
+    )
+    if files is None:
+        files = sorted(glob.glob(osp.join(src, '*.pt')))
+    register_mmengine_safe_globals()
+    with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+        for path in files:
+            try:
+                unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            except (ValueError, RuntimeError, EOFError, KeyError) as e:
+                raise CheckpointError(describe_unreadable(path, e)) from None
+            # torch lists the names as the file spells them; ours are registered under
+            # their Python 3 names (the HistoryBuffer statistics look-up as builtins.getattr)
+            unsafe = [g for g in unsafe if g != '__builtin__.getattr']
+            if unsafe:
+                described = '; '.join(refused_global(pickle.UnpicklingError(
+                    f'GLOBAL {g} was not an allowed global')) for g in sorted(unsafe))
+                raise CheckpointError(
+                    f'Refused to read the DeepSpeed checkpoint folder {src}: {path} names '
+                    f'{described}. DeepSpeed {_ds_version()} and MMEngine write none of '
+                    f'these; nothing was unpickled. Only if you wrote this folder yourself '
+                    f'(or trust who did), pass --trust-pickle.')
+
+
 def _load_deepspeed_files(src: str, files: List[str], trust_pickle: bool) -> List[dict]:
     """Load the pickles of a DeepSpeed folder: with ``weights_only=True`` and the allow-list of
     :func:`_deepspeed_safe_globals` plus MMEngine's; every file is checked (statically, nothing
     unpickled) before any is loaded, and one naming anything else is refused, by name, unless
     ``trust_pickle``."""
-    from backbones.checkpoint import CheckpointError, describe_unreadable, refused_global
-    register_mmengine_safe_globals()
+    from backbones.checkpoint import (
+        CheckpointError,
+        describe_unreadable,
+        refused_global,
+    )
     safe = _deepspeed_safe_globals()
+    if not trust_pickle:
+        check_deepspeed_files(src, files)
     with torch.serialization.safe_globals(safe):
-        if not trust_pickle:
-            for path in files:
-                try:
-                    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                except (ValueError, RuntimeError, EOFError, KeyError) as e:
-                    raise CheckpointError(describe_unreadable(path, e)) from None
-                # torch lists the names as the file spells them; ours are registered under
-                # their Python 3 names (the HistoryBuffer statistics look-up as builtins.getattr)
-                unsafe = [g for g in unsafe if g != '__builtin__.getattr']
-                if unsafe:
-                    described = '; '.join(refused_global(pickle.UnpicklingError(
-                        f'GLOBAL {g} was not an allowed global')) for g in sorted(unsafe))
-                    raise CheckpointError(
-                        f'Refused to read the DeepSpeed checkpoint folder {src}: {path} names '
-                        f'{described}. DeepSpeed {_ds_version()} and MMEngine write none of '
-                        f'these; nothing was unpickled. Only if you wrote this folder yourself '
-                        f'(or trust who did), pass --trust-pickle.')
         out = []
         for path in files:
             try:

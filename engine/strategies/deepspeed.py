@@ -25,6 +25,7 @@ from mmengine.dist import get_rank
 from mmengine.registry import STRATEGIES
 
 from ..checkpoints.formats import is_deepspeed_checkpoint, is_sharded_checkpoint
+from ..checkpoints.sharded import check_deepspeed_files
 from .base import (
     _ConsolidatedExport,
     _dtype,
@@ -243,6 +244,8 @@ class DeepSpeedZeroStrategy(_ConsolidatedExport, DeepSpeedStrategy):
         MMEngine reads), read on rank 0 and sent tensor by tensor to the other ranks, into
         both the bf16 model and the optimizer's float32 master weights."""
         if is_deepspeed_checkpoint(filename):
+            # DeepSpeed unpickles its files with weights_only=False: scan them first
+            check_deepspeed_files(filename)
             return super().load_checkpoint(filename, map_location=map_location, strict=strict,
                                            revise_keys=revise_keys, callback=callback)
         if is_sharded_checkpoint(filename):
@@ -255,6 +258,14 @@ class DeepSpeedZeroStrategy(_ConsolidatedExport, DeepSpeedStrategy):
             callback(checkpoint)
         self._load_full_model_state(checkpoint.pop('state_dict'), strict, revise_keys)
         return checkpoint
+
+    def resume(self, filename: str, **kwargs) -> dict:
+        """MMEngine's resume of a DeepSpeed folder, whose pickles DeepSpeed loads with
+        ``weights_only=False``: they are scanned first and a folder naming anything DeepSpeed
+        and MMEngine do not write is refused by name before anything is unpickled."""
+        if is_deepspeed_checkpoint(filename):
+            check_deepspeed_files(filename)
+        return super().resume(filename, **kwargs)
 
     @torch.no_grad()
     def _load_full_model_state(self, state_dict: dict, strict: bool,

@@ -89,6 +89,21 @@ def test_1_deepspeed_folder_that_would_run_code_is_refused_by_name(tmp_path):
     assert out['meta']['iter'] == 2
 
 
+def test_1_deepspeed_resume_and_load_from_scan_the_folder_first(tmp_path):
+    """DeepSpeed's own loader (resume / load_from of a folder) unpickles with
+    weights_only=False: DeepSpeedZeroStrategy refuses such a folder by name before it."""
+    pytest.importorskip('deepspeed')
+    from backbones.checkpoint import CheckpointError
+    from engine.strategies.deepspeed import DeepSpeedZeroStrategy
+    marker = tmp_path / 'MARKER'
+    src = _deepspeed_folder(tmp_path / 'iter_2.pth', payload=RunsShell(marker))
+    strategy = object.__new__(DeepSpeedZeroStrategy)  # the scan comes before any engine state
+    for call in (lambda: strategy.resume(str(src)), lambda: strategy.load_checkpoint(str(src))):
+        with pytest.raises(CheckpointError, match='posix.system, a code-execution primitive'):
+            call()
+    assert not marker.exists()
+
+
 # --------------------------------------------------------------------------- 3, 8, 10 (data)
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
@@ -448,3 +463,10 @@ def test_13_sharded_index_outside_its_folder_or_unlisted_keys(tmp_path):
     with pytest.raises(CheckpointError, match=r"shard part.safetensors does not hold what the "
                                               r"weight_map lists for it \(not listed: \['b'\]"):
         read_state_dict(str(folder))
+
+
+def test_13_init_cfg_key_typo_fails_when_the_model_is_built():
+    from backbones import InternViT
+    with pytest.raises(ValueError, match=r"unknown keys \['checkpont'\] \('checkpont' -> "
+                                         r"'checkpoint'\?\); 'checkpoint' is missing"):
+        InternViT(arch='300m', init_cfg=dict(type='Pretrained', checkpont='weights.pth'))
