@@ -328,3 +328,26 @@ def test_tools_test_evaluates_a_released_head_only_file(tmp_path, synthetic_ade)
     assert 'backbone tensors taken from' in log and 'vit.pth' in log
     miou = re.search(r'mIoU: (\d+\.\d+)', log)
     assert miou is not None and 0.0 <= float(miou.group(1)) <= 100.0, log[-2000:]
+
+
+def test_converter_reads_an_mmengine_training_checkpoint_without_trust_pickle(tmp_path):
+    """What tools/train.py (or a stock MMEngine Runner) saves holds HistoryBuffers and numpy
+    scalars besides the weights: the converter reads it weights-only through MMEngine's
+    allow-list, no --trust-pickle needed."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    rel = RECIPES['few_shot']
+    sd = released_state_dict(rel)
+    sd = {k.replace('decode_head.norm.', 'decode_head.bn.'): v for k, v in sd.items()}  # ours
+    buf = HistoryBuffer()
+    buf.update(0.5)
+    ckpt = {'meta': {'iter': 10, 'eta': np.float64(3.5)}, 'state_dict': sd,
+            'message_hub': {'log_scalars': {'train/loss': buf}}}
+    src, dst = tmp_path / 'iter_10.pth', tmp_path / 'converted.pth'
+    torch.save(ckpt, src)
+    # a fresh process: the allow-list must come from the converter, not from other tests
+    proc = subprocess.run([sys.executable, CONVERTER, str(src), str(dst)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'whole segmentation checkpoint (linear head' in proc.stdout
+    assert set(torch.load(dst, weights_only=True)['state_dict']) == set(sd)
