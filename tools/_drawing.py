@@ -76,8 +76,8 @@ def legend(classes: Sequence[str], palette, width: int,
     scale = _text_scale(width)
     (_, th), base = cv2.getTextSize('Ag', FONT, scale, 1)
     row_h, sw, pad = th + base + 8, th + 4, 8
-    items = [(i, str(classes[i]), cv2.getTextSize(str(classes[i]), FONT, scale, 1)[0][0] + sw + 3 * pad)
-             for i in ids]
+    items = [(i, str(classes[i]),
+              cv2.getTextSize(str(classes[i]), FONT, scale, 1)[0][0] + sw + 3 * pad) for i in ids]
     rows, row, used = [], [], pad
     for item in items:
         if row and used + item[2] > width:

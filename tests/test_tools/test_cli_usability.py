@@ -1,7 +1,6 @@
 """What a new user meets first (issue 18, and issue 17's tools/infer.py points): thread counts,
 tools/infer.py on folders and bad inputs, --show-dir / --out / --tta of tools/test.py, the
 launchers on a machine without GPUs, readable drawings, quiet terminals, the Makefile."""
-import json
 import os
 import os.path as osp
 import re
@@ -311,6 +310,10 @@ def test_makefile_phony_targets_have_rules_and_tests_say_why_skipped():
 
 
 # --------------------------------------------------------------------------- end to end
+SWAP_TINY = osp.join(ROOT, 'configs', 'segmentation', 'swap_examples',
+                     'upernet_intern-vit-tiny_1xb4-200_synthetic-112x112.py')
+
+
 def _tiny_demo_data(root, num_val=3):
     from tools.dataset_converters.make_synthetic_ade import make_dataset
     make_dataset(str(root), 4, num_val, 128, 4, 0)
@@ -367,3 +370,14 @@ def test_dist_test_on_cpu_processes_prints_an_miou(demo_ckpt, demo_data, tmp_pat
     out = res.stdout + res.stderr
     assert re.search(r'mIoU: [\d.]+', out)
     assert out.count('`reduce_zero_label` will be deprecated') == 0
+
+
+@pytest.mark.slow
+def test_tiny_swap_example_trains_on_the_synthetic_data(demo_data, tmp_path):
+    """The README's one-line swap trial (mmseg's UPerNet base, SGD schedule and runtime with a
+    tiny InternViT), shortened to 4 iterations: trains, validates, prints an mIoU."""
+    res = _run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), SWAP_TINY, '--work-dir',
+                str(tmp_path / 'work'), '--cfg-options', 'train_cfg.max_iters=4',
+                'train_cfg.val_interval=4', *_data_options(demo_data)])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert re.search(r'mIoU: [\d.]+', res.stdout + res.stderr)

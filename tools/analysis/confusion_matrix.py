@@ -45,8 +45,8 @@ def confusion(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], num_classes: int) 
         keep = (gt >= 0) & (gt < num_classes)
         g, p = gt[keep], pred[keep]
         if p.size and (p.min() < 0 or p.max() >= num_classes):
-            raise ValueError(f'predicted labels {sorted(set(np.unique(p)) - set(range(num_classes)))}'
-                             f' outside 0..{num_classes - 1}')
+            bad = sorted(set(np.unique(p).tolist()) - set(range(num_classes)))
+            raise ValueError(f'predicted labels {bad} outside 0..{num_classes - 1}')
         matrix += np.bincount(g * num_classes + p, minlength=num_classes ** 2).reshape(
             num_classes, num_classes)
     return matrix

@@ -8,8 +8,9 @@ Counts are multiply-adds (fvcore's convention: one "flop" per MAC); the table al
 counting with torch's FlopCounterMode, which runs on meta tensors, instead of fvcore's
 tracer, which needs real ones. Without ``--meta`` the model's size is first compared with the
 free memory: a model that would not fit (the 6B backbone needs about 24 GiB in float32) is
-counted on the meta device too, and the output says so. fvcore has no handle for ``scaled_dot_product_attention``; we
-add one (2 batched matmuls: B*heads*N*N*d MACs each), otherwise the attention would be missed.
+counted on the meta device too, and the output says so. fvcore has no handle for
+``scaled_dot_product_attention``; we add one (2 batched matmuls: B*heads*N*N*d MACs each),
+otherwise the attention would be missed.
 """
 import argparse
 import os.path as osp

@@ -648,11 +648,15 @@ def parse_args(argv=None):
                    help="images per GPU (default: the config's train batch size; 2 with --arch)")
     p.add_argument('--drop-path', type=float, default=0.4,
                    help='drop-path rate of the --arch model (default 0.4)')
+    from tools._threads import add_threads_argument
+    add_threads_argument(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> str:
     args = parse_args(argv)
+    from tools._threads import prepare_process
+    prepare_process(args.threads)
     crop = None if args.crop is None else (args.crop * 2)[:2]
     if args.config:
         if not osp.isfile(args.config):
