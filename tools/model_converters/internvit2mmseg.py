@@ -123,7 +123,7 @@ def matching_configs(info):
         pattern = osp.join(configs, task, backbone, '*', f'*adapter*_{dataset}*.py')
     elif info['layout'] == 'detection':
         family = 'full_tuning' if trained_vit else 'head_tuning'
-        pattern = osp.join(configs, 'detection', backbone, family, f'*_{dataset}-*.py')
+        pattern = osp.join(configs, 'detection', backbone, family, f'*_fpn_*_{dataset}-*.py')
     else:
         family = {('uper', True): 'full_tuning', ('uper', False): 'head_tuning',
                   ('linear', True): 'few_shot', ('linear', False): 'linear_probing'}[
