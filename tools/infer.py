@@ -285,10 +285,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
             continue
         if task == 'detection':
             n = draw_detection(model, image, result, out, args.score_thr)
-            print(f'{image}: {n} instances with score >= {args.score_thr} -> {out}')
+            print(f'{image}: {n} instances with score >= {args.score_thr} drawn to {out}')
         else:
             found = draw_seg(model, image, result, out, args.opacity)
-            print(f'{image}: {", ".join(found) or "no class"} -> {out}')
+            print(f'{image}: segmentation overlay written to {out} '
+                  f'({", ".join(found) or "no class"})')
     where = args.out_file or args.out_dir
     print(f'{len(outs) - len(failed)} drawing(s) written to {where}')
     if failed:
