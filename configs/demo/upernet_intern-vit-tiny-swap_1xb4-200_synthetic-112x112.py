@@ -1,17 +1,17 @@
 # The swap recipe at demo scale, to try on a CPU in about a minute: mmseg's own UPerNet model
-# base, SGD schedule and runtime (all through `mmseg::`, as in the 300M example beside this file)
-# with the ResNet replaced by a tiny InternViT (4 blocks, 64 wide, no pretrained weights) and
+# base, SGD schedule and runtime (all through `mmseg::`, as configs/segmentation/swap_examples/
+# does for InternViT-300M) with the ResNet replaced by a tiny InternViT (4 blocks, 64 wide, no pretrained weights) and
 # the simple feature pyramid, on the synthetic ADE20K-format dataset of `make demo`:
 #
 #   python tools/dataset_converters/make_synthetic_ade.py data/synthetic_ade   # or: make demo
-#   python tools/train.py configs/segmentation/swap_examples/upernet_intern-vit-tiny_1xb4-200_synthetic-112x112.py
+#   python tools/train.py configs/demo/upernet_intern-vit-tiny-swap_1xb4-200_synthetic-112x112.py
 #
 # 200 iterations, then one validation on the 50 synthetic validation images (seconds): measured
 # 34 s in all and 40.8 mIoU on 2 CPU cores (load 1.5; mmseg's SGD lr 0.01 learns slowly from
 # scratch: a trial of the recipe, not a result). Only the backbone, neck, head widths, class
 # count and the iteration count differ from mmseg's files.
 _base_ = [
-    'mmseg::_base_/models/upernet_r50.py', '../../_base_/datasets/synthetic_ade_112x112.py',
+    'mmseg::_base_/models/upernet_r50.py', '../_base_/datasets/synthetic_ade_112x112.py',
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_20k.py'
 ]
 custom_imports = dict(imports=['backbones', 'segmentation'], allow_failed_imports=False)

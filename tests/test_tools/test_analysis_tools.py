@@ -10,8 +10,8 @@ import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(ROOT, 'configs', 'demo', 'upernet_intern-vit-tiny_1xb4-600_synthetic-112x112.py')
-SWAP_TINY = osp.join(ROOT, 'configs', 'segmentation', 'swap_examples',
-                     'upernet_intern-vit-tiny_1xb4-200_synthetic-112x112.py')
+SWAP_TINY = osp.join(ROOT, 'configs', 'demo',
+                     'upernet_intern-vit-tiny-swap_1xb4-200_synthetic-112x112.py')
 SIX_B = osp.join(ROOT, 'configs', 'segmentation', 'intern_vit_6b', 'full_tuning',
                  'upernet_intern-vit-6b_8xb2-80k_ade20k-504x504.py')
 

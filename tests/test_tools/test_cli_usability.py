@@ -310,8 +310,8 @@ def test_makefile_phony_targets_have_rules_and_tests_say_why_skipped():
 
 
 # --------------------------------------------------------------------------- end to end
-SWAP_TINY = osp.join(ROOT, 'configs', 'segmentation', 'swap_examples',
-                     'upernet_intern-vit-tiny_1xb4-200_synthetic-112x112.py')
+SWAP_TINY = osp.join(ROOT, 'configs', 'demo',
+                     'upernet_intern-vit-tiny-swap_1xb4-200_synthetic-112x112.py')
 
 
 def _tiny_demo_data(root, num_val=3):
