@@ -238,6 +238,10 @@ def test_drawing_has_titles_and_a_legend_of_the_classes_shown():
     colours = {tuple(c) for c in below.reshape(-1, 3)}
     assert (60, 180, 75) in colours and (128, 128, 128) in colours   # classes shown
     assert (230, 25, 75) not in colours                             # a class not shown
+    big = draw_segmentation(np.zeros((3000, 2000, 3), np.uint8), np.zeros((3000, 2000), np.int64),
+                            classes, palette)
+    # large results are drawn at reduced resolution: 1024 px on the long side of each panel
+    assert big.shape[0] < 1024 + 100 and big.shape[1] < 2 * 683 + 10
 
 
 # --------------------------------------------------------------------------- quiet terminal
