@@ -23,6 +23,7 @@ from mmengine.registry import HOOKS
 
 from backbones.checkpoint import CheckpointError
 
+from .checkpoints.formats import is_deepspeed_checkpoint, is_sharded_checkpoint
 from .checkpoints.safe_load import (
     make_checkpoint_weights_only_safe,
     restore_history_buffers,
@@ -137,6 +138,9 @@ class ResumeCheckHook(Hook):
         if not getattr(runner, '_resume', False):
             return
         source = getattr(runner, '_load_from', None) or 'the checkpoint'
+        if isinstance(source, str) and (is_sharded_checkpoint(source)
+                                        or is_deepspeed_checkpoint(source)):
+            return  # a sharded folder: the strategy reads its tensors strictly itself
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('meta'), dict) \
                 or 'state_dict' not in checkpoint:
             keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else []

@@ -173,7 +173,10 @@ def _deepspeed_safe_globals() -> list:
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
-    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    from mmengine.config import ConfigDict
+    # ConfigDict: the optimizer's param groups when MMEngine's constructor built them from a
+    # config (a dict subclass, filled from plain state when unpickled)
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address, ConfigDict]
 
 
 def check_deepspeed_files(src: str, files: Optional[List[str]] = None) -> None:
