@@ -108,17 +108,23 @@ def test_print_config_resolves_bases_and_options(tmp_path, capsys):
 def demo_run(tmp_path_factory):
     """tools/demo.py shortened (4 iterations, 8 training and 3 validation images), then
     tools/test.py --out on its checkpoint."""
-    from tools import demo
+    import subprocess
+    import sys
     tmp = tmp_path_factory.mktemp('demo_outputs')
     data, work = tmp / 'data', tmp / 'work'
-    demo.main(['--work-dir', str(work), '--data-root', str(data), '--iters', '4',
-               '--num-train', '8', '--num-val', '3', '--num-vis', '1', '--threads', '1'])
-    test = _tool('test.py')
+    # separate processes: MMEngine's visualizer and logger are process-wide singletons that
+    # an earlier test of the session may have created with another save_dir
+    def run(*args):
+        res = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=900)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    run(osp.join(ROOT, 'tools', 'demo.py'), '--work-dir', work, '--data-root', data,
+        '--iters', '4', '--num-train', '8', '--num-val', '3', '--num-vis', '1', '--threads', '1')
     pred = tmp / 'pred'
     opts = [f'{k}.dataset.data_root={data}'
             for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
-    test.main([DEMO, str(work / 'iter_4.pth'), '--work-dir', str(work), '--out', str(pred),
-               '--cfg-options', *opts])
+    run(osp.join(ROOT, 'tools', 'test.py'), DEMO, work / 'iter_4.pth', '--work-dir', work,
+        '--out', pred, '--cfg-options', *opts)
     return dict(tmp=tmp, data=data, work=work, pred=pred, opts=opts)
 
 
