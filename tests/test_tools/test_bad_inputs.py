@@ -250,6 +250,10 @@ def test_5_dataset_makers_refuse_to_write_into_an_existing_dataset(tool, tmp_pat
     assert res.returncode == 1 and f'{out} is not empty' in res.stderr and '--overwrite' in \
         res.stderr
     assert _sha(out) == before
+    if tool == MAKE_ADE:  # the same arguments again (README: "once, or make demo"): a no-op
+        res = _cli(tool, out, *small)
+        assert res.returncode == 0 and 'already holds this dataset' in res.stdout, res.stderr
+        assert _sha(out) == before
     res = _cli(tool, out, '--num-train', '-1')
     assert res.returncode == 1 and 'must not be negative' in res.stderr and _sha(out) == before
     # --overwrite replaces what the tool wrote, and nothing else

@@ -205,24 +205,44 @@ def write_split(out_dir: str, split: str, num: int, size: int, num_classes: int,
         Image.fromarray(label).save(osp.join(ann_dir, stem + '.png'))
 
 
+def _already_written(out_dir: str, meta: dict) -> bool:
+    """Whether ``out_dir`` holds exactly the dataset these arguments write (the output is
+    deterministic per seed): its ``classes.json`` says so and every split has its files."""
+    try:
+        with open(osp.join(out_dir, 'classes.json')) as f:
+            if json.load(f) != json.loads(json.dumps(meta)):
+                return False
+    except (OSError, ValueError):
+        return False
+    for split, n in (('training', meta['num_train']), ('validation', meta['num_val'])):
+        for sub in ('images', 'annotations'):
+            folder = osp.join(out_dir, sub, split)
+            if not osp.isdir(folder) or len(os.listdir(folder)) != n:
+                return False
+    return True
+
+
 def make_dataset(out_dir: str, num_train: int = 500, num_val: int = 50, size: int = 128,
                  num_classes: int = 4, seed: int = 0,
                  overwrite: bool = False) -> Dict[str, object]:
     """Write the dataset and return its metainfo (``classes``, ``palette``).
 
-    ``out_dir`` must be empty or absent; ``overwrite=True`` first removes a dataset this
-    function wrote there (see :func:`prepare_out_dir`)."""
+    ``out_dir`` must be empty or absent, or hold exactly this dataset already (then nothing is
+    written and the metainfo has ``already_there=True``); ``overwrite=True`` first removes a
+    dataset this function wrote there (see :func:`prepare_out_dir`)."""
     names = class_names(num_classes)
     if size < 32:
         raise ValueError(f'--size must be at least 32, got {size}')
     if num_train < 0 or num_val < 0:
         raise ValueError(f'--num-train and --num-val must not be negative, got {num_train} and '
                          f'{num_val}')
+    meta = dict(classes=names, palette=class_palette(num_classes), num_train=num_train,
+                num_val=num_val, size=size, seed=seed)
+    if not overwrite and _already_written(out_dir, meta):
+        return dict(meta, already_there=True)
     prepare_out_dir(out_dir, ('images', 'annotations', 'classes.json'), overwrite)
     write_split(out_dir, 'training', num_train, size, num_classes, seed)
     write_split(out_dir, 'validation', num_val, size, num_classes, seed)
-    meta = dict(classes=names, palette=class_palette(num_classes), num_train=num_train,
-                num_val=num_val, size=size, seed=seed)
     with open(osp.join(out_dir, 'classes.json'), 'w') as f:
         json.dump(meta, f, indent=1)
     return meta
@@ -249,6 +269,10 @@ def main(argv: Sequence[str] = None) -> None:
                             args.num_classes, args.seed, overwrite=args.overwrite)
     except (ValueError, FileExistsError) as e:
         sys.exit(f'error: {e}')
+    if meta.get('already_there'):
+        print(f'{args.out_dir} already holds this dataset (same arguments and seed): nothing '
+              f'written')
+        return
     print(f'wrote {args.num_train} training and {args.num_val} validation images '
           f'({args.size}x{args.size}, classes {meta["classes"]}) to {args.out_dir}')
 
