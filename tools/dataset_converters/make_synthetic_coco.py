@@ -30,12 +30,17 @@ import argparse
 import json
 import os
 import os.path as osp
-import shutil
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, ROOT)
+# the same folder rules as the ADE20K-format maker
+from tools.dataset_converters.make_synthetic_ade import prepare_out_dir  # noqa: E402
 
 CLASSES: Tuple[str, ...] = ('disc', 'square', 'triangle', 'star')
 TEXTURES = ('stripes', 'checker', 'dots')
@@ -43,31 +48,6 @@ PALETTE: Tuple[Tuple[int, int, int], ...] = ((230, 25, 75), (60, 180, 75), (0, 1
                                              (245, 130, 48))
 SPLITS = {'train': 0, 'val': 1}
 MAX_OBJECTS = 4
-
-
-def prepare_out_dir(out_dir: str, owned: Sequence[str], overwrite: bool) -> None:
-    """Refuse a non-empty ``out_dir`` unless ``overwrite``, which first removes what an earlier
-    run wrote there (``owned``: the entries this maker writes). Anything else in the folder is
-    never removed: the folder is refused, naming it (a mistyped path such as ``data``)."""
-    if osp.exists(out_dir) and not osp.isdir(out_dir):
-        raise FileExistsError(f'{out_dir} is a file, not a folder')
-    entries = sorted(os.listdir(out_dir)) if osp.isdir(out_dir) else []
-    if not entries:
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f'{out_dir} is not empty ({", ".join(entries[:5])}{" ..." if len(entries) > 5 else ""}'
-            f'): writing into it would mix two datasets; pass --overwrite to replace it, or '
-            f'choose an empty folder')
-    foreign = [e for e in entries if e not in owned]
-    if foreign:
-        raise FileExistsError(
-            f'{out_dir} holds {", ".join(foreign[:5])}{" ..." if len(foreign) > 5 else ""}, which '
-            f'this tool does not write: --overwrite replaces only a dataset it wrote '
-            f'({", ".join(owned)}); remove those yourself or choose another folder')
-    for e in entries:
-        path = osp.join(out_dir, e)
-        shutil.rmtree(path) if osp.isdir(path) and not osp.islink(path) else os.remove(path)
 
 
 # --------------------------------------------------------------------------- geometry

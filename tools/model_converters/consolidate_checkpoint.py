@@ -41,15 +41,8 @@ def main(argv=None):
     if not (is_sharded_checkpoint(args.src) or is_deepspeed_checkpoint(args.src)):
         parser.error(f'{args.src} is not a sharded checkpoint folder (neither the .metadata of '
                      f'FSDP2 nor the *model_states.pt of DeepSpeed inside)')
-    if osp.isdir(args.dst):
-        parser.error(f'DST {args.dst} is a directory; name the file to write')
-    parent = osp.dirname(osp.abspath(args.dst))
-    while not osp.exists(parent):
-        parent = osp.dirname(parent)
-    if not osp.isdir(parent):
-        parser.error(f'DST {args.dst} cannot be created: {parent} is a file, not a directory')
-    if osp.exists(args.dst) and not args.overwrite:
-        parser.error(f'DST {args.dst} exists; pass --overwrite to replace it')
+    from tools.model_converters._dst import check_dst
+    check_dst(parser, args.src, args.dst, args.overwrite)
     try:
         out = consolidate_checkpoint(args.src, args.dst, trust_pickle=args.trust_pickle)
     except (CheckpointError, ValueError, FileNotFoundError) as e:

@@ -40,6 +40,7 @@ import torch  # noqa: E402
 
 from backbones.checkpoint import (CheckpointError, convert_reference_checkpoint,  # noqa: E402
                                   convert_to_internvit, is_full_checkpoint, read_state_dict)
+from tools.model_converters._dst import check_dst  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,22 +59,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not osp.exists(args.src):
         parser.error(f'source checkpoint not found: {args.src}')
-    # DST is checked before SRC is read (minutes for a 6B file).
-    if osp.isdir(args.dst):
-        parser.error(f'DST {args.dst} is a directory; name the file to write')
-    parent = osp.dirname(osp.abspath(args.dst))
-    while not osp.exists(parent):
-        parent = osp.dirname(parent)
-    if not osp.isdir(parent):
-        parser.error(f'DST {args.dst} cannot be created: {parent} is a file, not a directory')
-    if osp.exists(args.dst):
-        inside = osp.isdir(args.src) and osp.realpath(args.dst).startswith(
-            osp.realpath(args.src) + os.sep)
-        if osp.samefile(args.src, args.dst) or inside:
-            parser.error(f'DST {args.dst} is {"inside " if inside else ""}SRC: converting in '
-                         f'place would destroy the source; write to another file')
-        if not args.overwrite:
-            parser.error(f'DST {args.dst} exists; pass --overwrite to replace it')
+    check_dst(parser, args.src, args.dst, args.overwrite)  # before SRC is read
     return args
 
 
