@@ -7,11 +7,11 @@
 # then a random crop of at most 1024 x 1024. The crops clip boxes, drop the instances left
 # without area and keep an image left without any (allow_negative_crop), as mmdet 2.x did;
 # there is no extra annotation filter. Normalisation (mean = std = 127.5) and padding (to 64)
-# are the model's data preprocessor. Test: resize to (1333, 800) keeping the ratio, no flip.
+# are the model's data preprocessor. Test (and the loaders, evaluator): the single-scale base's,
+# resize to (1333, 800) keeping the ratio, no flip.
 # The scales are written (short, long) as in the reference; with keep_ratio the order of the
 # two numbers does not matter.
-dataset_type = 'CocoDataset'
-data_root = 'data/coco/'
+_base_ = ['./coco-instance_1333x800.py']
 backend_args = None
 multi_scales = [(s, 1333) for s in range(480, 801, 32)]  # 480, 512, ..., 800
 
@@ -35,48 +35,4 @@ train_pipeline = [
          allow_negative_crop=True),
     dict(type='PackDetInputs')
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
-]
-
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=32),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
-test_dataloader = val_dataloader
-
-val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_val2017.json',
-    metric=['bbox', 'segm'],
-    format_only=False,
-    backend_args=backend_args)
-test_evaluator = val_evaluator
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
