@@ -75,8 +75,9 @@ def load_released(runner, path: str, strict: bool) -> bool:
     state_dict = released_state_dict(path, runner.logger)
     if state_dict is None:
         return False
+    from mmengine.runner import FlexibleRunner
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    if not hasattr(model, 'state_dict') or type(runner).__name__ == 'FlexibleRunner':
+    if isinstance(runner, FlexibleRunner):
         # The strategy loads files itself: hand it a converted copy.
         converted = osp.join(runner.work_dir, 'converted_' + osp.basename(path))
         state_dict = complete_from_init_cfg(model, state_dict, runner.logger)
