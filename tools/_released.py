@@ -68,25 +68,33 @@ def complete_from_init_cfg(model, state_dict: dict, logger) -> dict:
 
 
 def load_released(runner, path: str, strict: bool) -> bool:
-    """Load ``path`` into ``runner`` if it is a released reference checkpoint; returns whether
-    it was (False: load it as usual)."""
+    """Load ``path`` into a plain ``Runner`` if it is a released reference checkpoint; returns
+    whether it was (False: load it as usual)."""
     from mmengine.model import is_model_wrapper
     from mmengine.runner.checkpoint import load_state_dict
     state_dict = released_state_dict(path, runner.logger)
     if state_dict is None:
         return False
-    from mmengine.runner import FlexibleRunner
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    if isinstance(runner, FlexibleRunner):
-        # The strategy loads files itself: hand it a converted copy.
-        converted = osp.join(runner.work_dir, 'converted_' + osp.basename(path))
-        state_dict = complete_from_init_cfg(model, state_dict, runner.logger)
-        torch.save({'meta': dict(converted_from=osp.abspath(path)), 'state_dict': state_dict},
-                   converted)
-        runner.logger.info(f'converted copy written to {converted}')
-        runner.load_checkpoint(converted, strict=strict)
-        return True
     state_dict = complete_from_init_cfg(model, state_dict, runner.logger)
     load_state_dict(model, state_dict, strict=strict, logger=runner.logger)
     runner._has_loaded = True
     return True
+
+
+def load_with_strategy(runner, path: str, strict: bool) -> None:
+    """A ``FlexibleRunner`` builds and shards its model inside ``runner.test()`` and only then
+    loads ``load_from``, non-strictly: point it at ``path`` (a converted copy in the work dir
+    for a released reference file) and make that load strict. These configs train the
+    backbone, so their releases hold it (nothing to complete; a file without it fails the
+    strict load, naming the keys)."""
+    import functools
+    state_dict = released_state_dict(path, runner.logger)
+    if state_dict is not None:
+        converted = osp.join(runner.work_dir, 'converted_' + osp.basename(path))
+        torch.save({'meta': dict(converted_from=osp.abspath(path)), 'state_dict': state_dict},
+                   converted)
+        runner.logger.info(f'converted copy written to {converted}')
+        path = converted
+    runner._load_from = path
+    runner.load_checkpoint = functools.partial(runner.load_checkpoint, strict=strict)

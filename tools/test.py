@@ -154,9 +154,13 @@ def main(argv=None):
     # mmengine loads the checkpoint of a test non-strictly and only logs what did not match;
     # a wrong checkpoint then evaluates a half-random model. Load it strictly here instead.
     # A released reference checkpoint (the InternVL release) is converted in memory first.
-    from tools._released import load_released
+    from mmengine.runner import FlexibleRunner
+
+    from tools._released import load_released, load_with_strategy
     try:
-        if not load_released(runner, args.checkpoint, strict=not args.non_strict):
+        if isinstance(runner, FlexibleRunner):  # sharded configs: loaded inside runner.test()
+            load_with_strategy(runner, args.checkpoint, strict=not args.non_strict)
+        elif not load_released(runner, args.checkpoint, strict=not args.non_strict):
             runner.load_checkpoint(args.checkpoint, strict=not args.non_strict)
     except CheckpointError as e:  # unreadable, truncated, a refused pickle: says which
         parser.error(str(e))
